@@ -1,0 +1,134 @@
+//! The HTTP surface: probes, the REST API under `/api/v1`, and the console fallback.
+
+pub mod error;
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::sensitive_headers::SetSensitiveHeadersLayer;
+use tower_http::trace::TraceLayer;
+
+pub use error::ApiError;
+
+use crate::state::AppState;
+
+pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
+/// Bodies above this get 413 before a handler sees them.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// The whole application router.
+pub fn app(state: AppState) -> Router {
+    let api =
+        Router::new()
+            .fallback(api_not_found)
+            .layer(tower_http::limit::RequestBodyLimitLayer::new(
+                MAX_BODY_BYTES,
+            ));
+
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .nest("/api/v1", api)
+        .fallback(crate::web::serve)
+        .layer(middleware::from_fn(security_headers))
+        .layer(middleware::from_fn(request_id_scope))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|req: &Request| {
+                let id = req
+                    .headers()
+                    .get(REQUEST_ID_HEADER)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
+                tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+            }),
+        )
+        .layer(SetSensitiveHeadersLayer::new([
+            header::AUTHORIZATION,
+            header::COOKIE,
+            header::SET_COOKIE,
+            HeaderName::from_static("x-csrf-token"),
+        ]))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID_HEADER))
+        .layer(SetRequestIdLayer::new(REQUEST_ID_HEADER, MakeRequestUuid))
+        .layer(middleware::map_request(strip_client_request_id))
+        .with_state(state)
+}
+
+/// Request ids are always the server's own: a client-sent one could forge audit correlation.
+async fn strip_client_request_id(mut req: Request) -> Request {
+    req.headers_mut().remove(REQUEST_ID_HEADER);
+    req
+}
+
+/// Makes the id visible to error responses. Always a fresh id: a client-sent `x-request-id` could otherwise forge audit correlation.
+async fn request_id_scope(req: Request, next: Next) -> Response {
+    let id = req
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    error::REQUEST_ID.scope(id, next.run(req)).await
+}
+
+async fn security_headers(req: Request, next: Next) -> Response {
+    let mut res = next.run(req).await;
+    let h = res.headers_mut();
+    h.insert(
+        header::STRICT_TRANSPORT_SECURITY,
+        HeaderValue::from_static("max-age=31536000"),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    res
+}
+
+async fn healthz() -> impl IntoResponse {
+    (
+        [(header::CACHE_CONTROL, "no-store")],
+        axum::Json(serde_json::json!({"status": "ok"})),
+    )
+}
+
+/// Ready when the database answers and the server is not draining.
+async fn readyz(State(state): State<AppState>) -> Response {
+    if state.shutdown.is_triggered() {
+        return ApiError::unavailable("shutting down").into_response();
+    }
+    let probe = tokio::time::timeout(
+        Duration::from_secs(2),
+        state.store.read(|txn| crate::store::users::count(txn)),
+    )
+    .await;
+    match probe {
+        Ok(Ok(_)) => (
+            StatusCode::OK,
+            [(header::CACHE_CONTROL, "no-store")],
+            axum::Json(serde_json::json!({"status": "ready"})),
+        )
+            .into_response(),
+        Ok(Err(e)) => ApiError::internal(e).into_response(),
+        Err(_) => ApiError::unavailable("database did not answer in time").into_response(),
+    }
+}
+
+async fn api_not_found(req: Request) -> ApiError {
+    ApiError::not_found(format!(
+        "no API route for {} {}",
+        req.method(),
+        req.uri().path()
+    ))
+}

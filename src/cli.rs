@@ -1,0 +1,145 @@
+//! Command line: every flag has a `ZTKA_*` environment twin.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ztka",
+    version,
+    about = "Zero-trust access to Kubernetes clusters for small teams",
+    long_about = "ztka serves a browser console, a REST API and a kubectl relay on one HTTPS port. \
+                  Agents in your clusters dial out to it; every kubectl request is authorized, runs \
+                  as the user's just-in-time service account and lands in a tamper-evident audit log."
+)]
+pub struct Cli {
+    /// TOML configuration file; its values sit between the defaults and the environment.
+    #[arg(long, global = true, env = "ZTKA_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Log output format.
+    #[arg(long, global = true, env = "ZTKA_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+
+    /// Log filter, e.g. `info` or `ztka=debug,tower_http=info`.
+    #[arg(long, global = true, env = "ZTKA_LOG", value_name = "FILTER")]
+    pub log_level: Option<String>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the control plane: console, REST API, kubectl relay and agent tunnel endpoint.
+    Serve(ServeArgs),
+    /// Run the in-cluster agent that dials out to the server.
+    Agent,
+    /// Offline operations on a data directory (the server must be stopped).
+    #[command(subcommand)]
+    Admin(AdminCommand),
+    /// Probe a running server's /healthz; exit 0 when healthy, 1 otherwise.
+    Healthcheck(HealthcheckArgs),
+    /// Print the version.
+    Version,
+    /// Inspect configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+/// Flags shared by everything that works on a data directory.
+#[derive(Debug, Clone, Default, Args)]
+pub struct DataDirArgs {
+    /// Data directory holding the database, keys and certificates.
+    #[arg(long, env = "ZTKA_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub data: DataDirArgs,
+
+    /// Address of the HTTPS listener.
+    #[arg(long, env = "ZTKA_LISTEN", value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+
+    /// URL users and agents reach the server at; its host goes into the server certificate.
+    #[arg(long, env = "ZTKA_EXTERNAL_URL", value_name = "URL")]
+    pub external_url: Option<String>,
+
+    /// PEM certificate chain to serve instead of the one ztka issues itself.
+    #[arg(long, env = "ZTKA_TLS_CERT", value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "ZTKA_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// File holding the first admin's password (used only when the database is created).
+    /// `ZTKA_INITIAL_ADMIN_PASSWORD` may hold the password itself.
+    #[arg(long, env = "ZTKA_INITIAL_ADMIN_PASSWORD_FILE", value_name = "FILE")]
+    pub initial_admin_password_file: Option<PathBuf>,
+
+    /// Seconds to let open requests finish after SIGINT/SIGTERM.
+    #[arg(long, env = "ZTKA_SHUTDOWN_GRACE", value_name = "SECONDS")]
+    pub shutdown_grace: Option<u64>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Set a new password for a local user and require a change at next sign-in.
+    ResetPassword(ResetPasswordArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ResetPasswordArgs {
+    #[command(flatten)]
+    pub data: DataDirArgs,
+
+    /// Name of the user.
+    pub user: String,
+
+    /// Read the new password from this file instead of generating one.
+    #[arg(long, env = "ZTKA_NEW_PASSWORD_FILE", value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct HealthcheckArgs {
+    #[command(flatten)]
+    pub data: DataDirArgs,
+
+    /// URL to probe; defaults to /healthz on the configured listen address.
+    #[arg(long, env = "ZTKA_HEALTHCHECK_URL", value_name = "URL")]
+    pub url: Option<String>,
+
+    /// Extra CA certificate (PEM) to trust; `<data-dir>/ca.crt` is trusted when present.
+    #[arg(long, env = "ZTKA_HEALTHCHECK_CA", value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+
+    /// Seconds to wait for an answer.
+    #[arg(
+        long,
+        env = "ZTKA_HEALTHCHECK_TIMEOUT",
+        default_value_t = 5,
+        value_name = "SECONDS"
+    )]
+    pub timeout: u64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Load the configuration (defaults, --config file, environment, flags), validate it and
+    /// print the effective values with secrets redacted.
+    Check(ServeArgs),
+}

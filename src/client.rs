@@ -1,0 +1,124 @@
+//! A small HTTPS client over hyper (HTTP/1.1, one connection per request) used by
+//! `ztka healthcheck` and, later, by the agent for registration. It trusts exactly the roots
+//! it is given.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("invalid URL {0}")]
+    Url(String),
+    #[error("cannot connect to {addr}: {source}")]
+    Connect {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("TLS: {0}")]
+    Tls(std::io::Error),
+    #[error("HTTP: {0}")]
+    Http(#[from] hyper::Error),
+    #[error("request: {0}")]
+    Request(#[from] hyper::http::Error),
+    #[error("TLS configuration: {0}")]
+    Config(String),
+    #[error("timed out")]
+    Timeout,
+}
+
+#[derive(Clone)]
+pub struct HttpsClient {
+    tls: Arc<rustls::ClientConfig>,
+    timeout: Duration,
+}
+
+impl HttpsClient {
+    pub fn new(
+        roots: rustls::RootCertStore,
+        identity: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+        timeout: Duration,
+    ) -> Result<Self, ClientError> {
+        let builder = rustls::ClientConfig::builder().with_root_certificates(roots);
+        let mut tls = match identity {
+            Some((chain, key)) => builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| ClientError::Config(e.to_string()))?,
+            None => builder.with_no_client_auth(),
+        };
+        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Self {
+            tls: Arc::new(tls),
+            timeout,
+        })
+    }
+
+    /// Sends `req` (absolute URI) and returns the response with its whole body.
+    pub async fn send(
+        &self,
+        req: hyper::Request<Full<Bytes>>,
+    ) -> Result<hyper::Response<Bytes>, ClientError> {
+        tokio::time::timeout(self.timeout, self.send_inner(req))
+            .await
+            .map_err(|_| ClientError::Timeout)?
+    }
+
+    async fn send_inner(
+        &self,
+        mut req: hyper::Request<Full<Bytes>>,
+    ) -> Result<hyper::Response<Bytes>, ClientError> {
+        let uri = req.uri().clone();
+        let host = uri
+            .host()
+            .ok_or_else(|| ClientError::Url(uri.to_string()))?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let port = uri.port_u16().unwrap_or(443);
+        let addr = format!(
+            "{}:{port}",
+            if host.contains(':') {
+                format!("[{host}]")
+            } else {
+                host.clone()
+            }
+        );
+        let tcp = TcpStream::connect(&addr)
+            .await
+            .map_err(|source| ClientError::Connect {
+                addr: addr.clone(),
+                source,
+            })?;
+        let name =
+            ServerName::try_from(host.clone()).map_err(|_| ClientError::Url(uri.to_string()))?;
+        let tls = TlsConnector::from(self.tls.clone())
+            .connect(name, tcp)
+            .await
+            .map_err(ClientError::Tls)?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
+        tokio::spawn(conn);
+        let authority = uri
+            .authority()
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| host.clone());
+        let path = uri
+            .path_and_query()
+            .map(|p| p.to_string())
+            .unwrap_or_else(|| "/".to_owned());
+        *req.uri_mut() = path.parse().map_err(hyper::http::Error::from)?;
+        req.headers_mut().insert(
+            hyper::header::HOST,
+            authority.parse().map_err(hyper::http::Error::from)?,
+        );
+        let res = sender.send_request(req).await?;
+        let (parts, body) = res.into_parts();
+        let bytes = body.collect().await?.to_bytes();
+        Ok(hyper::Response::from_parts(parts, bytes))
+    }
+}

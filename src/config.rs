@@ -1,0 +1,350 @@
+//! Typed configuration. Precedence: built-in defaults → TOML file (`--config`) → environment
+//! (`ZTKA_*`) → command-line flags. Clap already folds each flag with its environment twin, so
+//! the merge here is defaults ← file ← (env | flag).
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::cli::{LogFormat, ServeArgs};
+
+pub const DEFAULT_DATA_DIR: &str = "./ztka-data";
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8443";
+pub const DEFAULT_EXTERNAL_URL: &str = "https://localhost:8443";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid value for {key}: {message}")]
+    Invalid { key: &'static str, message: String },
+    #[error("cannot read {key} from {path}: {source}")]
+    SecretFile {
+        key: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// A secret value: never printed by `Debug` or `Display`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// The TOML file. Unknown keys are rejected with their name.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub data_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub server: FileServer,
+    #[serde(default)]
+    pub log: FileLog,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileServer {
+    pub listen: Option<String>,
+    pub external_url: Option<String>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub initial_admin_password: Option<String>,
+    pub initial_admin_password_file: Option<PathBuf>,
+    pub shutdown_grace_secs: Option<u64>,
+    pub handshake_timeout_secs: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileLog {
+    pub format: Option<LogFormat>,
+    pub level: Option<String>,
+}
+
+impl FileConfig {
+    /// Reads the file named by `--config`, or an empty configuration when there is none.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let Some(path) = path else {
+            return Ok(Self::default());
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: one_line(&e.to_string()),
+        })
+    }
+}
+
+/// toml's messages span several lines with a source excerpt; keep them to one.
+fn one_line(message: &str) -> String {
+    let mut parts: Vec<&str> = message
+        .lines()
+        .map(str::trim)
+        .filter(|l| {
+            !l.is_empty() && !l.starts_with('|') && !l.chars().all(|c| c == '^' || c == ' ')
+        })
+        .collect();
+    parts.dedup();
+    parts.join("; ")
+}
+
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    pub filter: String,
+}
+
+impl LogConfig {
+    pub fn resolve(file: &FileLog, format: Option<LogFormat>, filter: Option<String>) -> Self {
+        Self {
+            format: format.or(file.format).unwrap_or(LogFormat::Pretty),
+            filter: filter
+                .or_else(|| file.level.clone())
+                .unwrap_or_else(|| "info".to_owned()),
+        }
+    }
+}
+
+/// Where the server can be reached from outside, parsed once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExternalUrl {
+    pub url: String,
+    pub host: String,
+    pub port: u16,
+}
+
+impl ExternalUrl {
+    pub fn parse(raw: &str) -> Result<Self, ConfigError> {
+        let invalid = |message: &str| ConfigError::Invalid {
+            key: "external_url",
+            message: format!("{raw:?}: {message}"),
+        };
+        let url = url::Url::parse(raw).map_err(|e| invalid(&e.to_string()))?;
+        if url.scheme() != "https" {
+            return Err(invalid("must start with https://"));
+        }
+        let host = match url.host() {
+            Some(url::Host::Domain(d)) => d.to_owned(),
+            Some(url::Host::Ipv4(ip)) => ip.to_string(),
+            Some(url::Host::Ipv6(ip)) => ip.to_string(),
+            None => return Err(invalid("has no host")),
+        };
+        if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
+            return Err(invalid("must not have a path, query or fragment"));
+        }
+        let port = url.port_or_known_default().unwrap_or(443);
+        let mut text = url.to_string();
+        if text.ends_with('/') {
+            text.pop();
+        }
+        Ok(Self {
+            url: text,
+            host,
+            port,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub external_url: ExternalUrl,
+    /// Operator-supplied certificate chain and key, instead of ztka's own.
+    pub tls_files: Option<(PathBuf, PathBuf)>,
+    pub initial_admin_password: Option<Secret>,
+    pub shutdown_grace: Duration,
+    pub handshake_timeout: Duration,
+}
+
+impl ServeConfig {
+    pub fn resolve(file: &FileConfig, args: &ServeArgs) -> Result<Self, ConfigError> {
+        let data_dir = resolve_data_dir(file, args.data.data_dir.as_ref());
+        let listen_raw = args
+            .listen
+            .map(|a| a.to_string())
+            .or_else(|| file.server.listen.clone())
+            .unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
+        let listen = listen_raw.parse().map_err(|_| ConfigError::Invalid {
+            key: "listen",
+            message: format!("{listen_raw:?} is not an address like 127.0.0.1:8443"),
+        })?;
+        let external_url = ExternalUrl::parse(
+            args.external_url
+                .as_deref()
+                .or(file.server.external_url.as_deref())
+                .unwrap_or(DEFAULT_EXTERNAL_URL),
+        )?;
+        let cert = args
+            .tls_cert
+            .clone()
+            .or_else(|| file.server.tls_cert.clone());
+        let key = args.tls_key.clone().or_else(|| file.server.tls_key.clone());
+        let tls_files = match (cert, key) {
+            (Some(c), Some(k)) => Some((c, k)),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(ConfigError::Invalid {
+                    key: "tls_key",
+                    message: "tls_cert is set but tls_key is not".into(),
+                });
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::Invalid {
+                    key: "tls_cert",
+                    message: "tls_key is set but tls_cert is not".into(),
+                });
+            }
+        };
+        let initial_admin_password = secret(
+            "initial_admin_password",
+            std::env::var("ZTKA_INITIAL_ADMIN_PASSWORD").ok(),
+            args.initial_admin_password_file.as_deref(),
+            file.server.initial_admin_password.as_deref(),
+            file.server.initial_admin_password_file.as_deref(),
+        )?;
+        Ok(Self {
+            data_dir,
+            listen,
+            external_url,
+            tls_files,
+            initial_admin_password,
+            shutdown_grace: Duration::from_secs(
+                args.shutdown_grace
+                    .or(file.server.shutdown_grace_secs)
+                    .unwrap_or(10),
+            ),
+            handshake_timeout: Duration::from_secs(
+                file.server.handshake_timeout_secs.unwrap_or(10).max(1),
+            ),
+        })
+    }
+}
+
+pub fn resolve_data_dir(file: &FileConfig, flag: Option<&PathBuf>) -> PathBuf {
+    flag.cloned()
+        .or_else(|| file.data_dir.clone())
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR))
+}
+
+/// Resolves a secret that may be given inline or as a file, in the usual precedence order:
+/// environment/flag over file config, and for each source the value over the `_FILE` twin.
+pub fn secret(
+    key: &'static str,
+    env_value: Option<String>,
+    flag_file: Option<&Path>,
+    file_value: Option<&str>,
+    file_file: Option<&Path>,
+) -> Result<Option<Secret>, ConfigError> {
+    if let Some(v) = env_value.filter(|v| !v.is_empty()) {
+        return Ok(Some(Secret(v)));
+    }
+    if let Some(path) = flag_file {
+        return read_secret_file(key, path).map(Some);
+    }
+    if let Some(v) = file_value {
+        return Ok(Some(Secret(v.to_owned())));
+    }
+    if let Some(path) = file_file {
+        return read_secret_file(key, path).map(Some);
+    }
+    Ok(None)
+}
+
+pub fn read_secret_file(key: &'static str, path: &Path) -> Result<Secret, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::SecretFile {
+        key,
+        path: path.to_owned(),
+        source,
+    })?;
+    // A trailing newline from `echo` or an editor is not part of the secret.
+    Ok(Secret(text.trim_end_matches(['\n', '\r']).to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = toml::from_str::<FileConfig>("[server]\nlisten = \"127.0.0.1:1\"\nlistne = 1\n")
+            .map(|_| ())
+            .map_err(|e| one_line(&e.to_string()))
+            .unwrap_err();
+        assert!(err.contains("listne"), "{err}");
+    }
+
+    #[test]
+    fn precedence_defaults_file_flags() {
+        let file: FileConfig = toml::from_str(
+            "data_dir = \"/from-file\"\n[server]\nlisten = \"127.0.0.1:9000\"\nexternal_url = \"https://a.example:9000\"\n",
+        )
+        .unwrap();
+        let mut args = ServeArgs::default();
+        let c = ServeConfig::resolve(&file, &args).unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/from-file"));
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.external_url.host, "a.example");
+
+        args.listen = Some("127.0.0.1:9100".parse().unwrap());
+        args.data.data_dir = Some("/from-flag".into());
+        let c = ServeConfig::resolve(&file, &args).unwrap();
+        assert_eq!(c.listen.port(), 9100);
+        assert_eq!(c.data_dir, PathBuf::from("/from-flag"));
+
+        let c = ServeConfig::resolve(&FileConfig::default(), &ServeArgs::default()).unwrap();
+        assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(c.external_url.url, DEFAULT_EXTERNAL_URL);
+        assert_eq!(c.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
+    }
+
+    #[test]
+    fn external_url_validation() {
+        assert!(ExternalUrl::parse("http://x").is_err());
+        assert!(ExternalUrl::parse("https://x/path").is_err());
+        let u = ExternalUrl::parse("https://ztka.example.com").unwrap();
+        assert_eq!((u.host.as_str(), u.port), ("ztka.example.com", 443));
+        let u = ExternalUrl::parse("https://10.0.0.1:8443/").unwrap();
+        assert_eq!(u.url, "https://10.0.0.1:8443");
+    }
+
+    #[test]
+    fn secret_file_and_redaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("pw");
+        std::fs::write(&p, "s3cret-value\n").unwrap();
+        let s = secret("x", None, Some(&p), None, None).unwrap().unwrap();
+        assert_eq!(s.expose(), "s3cret-value");
+        assert!(!format!("{s:?}").contains("s3cret"));
+        let s = secret("x", Some("env".into()), Some(&p), None, None)
+            .unwrap()
+            .unwrap();
+        assert_eq!(s.expose(), "env");
+    }
+}

@@ -1,0 +1,4 @@
+//! Pure types and rules: no axum, redb, kube or rustls here.
+
+pub mod names;
+pub mod user;

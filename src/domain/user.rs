@@ -1,0 +1,89 @@
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// Minimum length of a local user's password.
+pub const MIN_PASSWORD_LEN: usize = 12;
+/// Name of the administrator created on first start.
+pub const BOOTSTRAP_ADMIN: &str = "admin";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UserKind {
+    /// Signs in with a password stored as an argon2id hash.
+    Local,
+    /// No password; authenticates with API tokens (CI, Argo CD).
+    Service,
+    /// Signs in through an OpenID Connect provider.
+    Sso,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+pub struct User {
+    pub id: Uuid,
+    pub name: String,
+    pub kind: UserKind,
+    #[serde(default)]
+    pub display_name: String,
+    #[serde(default)]
+    pub email: String,
+    /// PHC string of the argon2id hash; `None` for service and SSO users.
+    pub password_hash: Option<String>,
+    pub must_change_password: bool,
+    pub disabled: bool,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+    /// Credentials (sessions, client certificates) issued before this instant are void.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub credentials_revoked_at: Option<OffsetDateTime>,
+}
+
+impl std::fmt::Debug for User {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("User")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("disabled", &self.disabled)
+            .finish_non_exhaustive()
+    }
+}
+
+impl User {
+    pub fn new_local(name: &str, password_hash: String, now: OffsetDateTime) -> Self {
+        Self {
+            id: Uuid::now_v7(),
+            name: name.to_owned(),
+            kind: UserKind::Local,
+            display_name: String::new(),
+            email: String::new(),
+            password_hash: Some(password_hash),
+            must_change_password: false,
+            disabled: false,
+            created_at: now,
+            updated_at: now,
+            credentials_revoked_at: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PasswordPolicyError {
+    #[error("must be at least {MIN_PASSWORD_LEN} characters")]
+    TooShort,
+    #[error("must be at most 1024 characters")]
+    TooLong,
+}
+
+pub fn check_password_policy(password: &str) -> Result<(), PasswordPolicyError> {
+    let len = password.chars().count();
+    if len < MIN_PASSWORD_LEN {
+        return Err(PasswordPolicyError::TooShort);
+    }
+    if len > 1024 {
+        return Err(PasswordPolicyError::TooLong);
+    }
+    Ok(())
+}

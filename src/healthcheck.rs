@@ -1,0 +1,64 @@
+//! `ztka healthcheck`: exit 0 when the server's /healthz answers 200, 1 otherwise.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
+
+use crate::cli::HealthcheckArgs;
+use crate::client::HttpsClient;
+use crate::config::{DEFAULT_LISTEN, FileConfig, resolve_data_dir};
+
+pub async fn run(file: &FileConfig, args: &HealthcheckArgs) -> Result<(), String> {
+    let data_dir = resolve_data_dir(file, args.data.data_dir.as_ref());
+    let url = match &args.url {
+        Some(u) => u.clone(),
+        None => {
+            let listen: std::net::SocketAddr = file
+                .server
+                .listen
+                .as_deref()
+                .unwrap_or(DEFAULT_LISTEN)
+                .parse()
+                .map_err(|_| "listen address in the config file is invalid".to_string())?;
+            // A wildcard listener is probed on loopback, which the server certificate names.
+            let host = if listen.ip().is_unspecified() {
+                "127.0.0.1".to_owned()
+            } else {
+                listen.ip().to_string()
+            };
+            let host = if host.contains(':') {
+                format!("[{host}]")
+            } else {
+                host
+            };
+            format!("https://{host}:{}/healthz", listen.port())
+        }
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    let mut ca_files = vec![data_dir.join(crate::pki::CA_CERT_FILE)];
+    ca_files.extend(args.ca_file.clone());
+    for path in ca_files.iter().filter(|p| p.exists()) {
+        let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        for cert in CertificateDer::pem_slice_iter(&pem) {
+            let cert = cert.map_err(|e| format!("{}: {e}", path.display()))?;
+            roots
+                .add(cert)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+    }
+    let client = HttpsClient::new(roots, None, Duration::from_secs(args.timeout.max(1)))
+        .map_err(|e| e.to_string())?;
+    let req = hyper::Request::get(&url)
+        .body(Full::new(Bytes::new()))
+        .map_err(|e| format!("invalid URL {url}: {e}"))?;
+    let res = client.send(req).await.map_err(|e| format!("{url}: {e}"))?;
+    if res.status().is_success() {
+        Ok(())
+    } else {
+        Err(format!("{url}: HTTP {}", res.status()))
+    }
+}

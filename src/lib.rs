@@ -1,0 +1,24 @@
+//! ztka: zero-trust access to Kubernetes clusters for small teams.
+
+pub mod admin;
+pub mod api;
+pub mod authn;
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod domain;
+pub mod healthcheck;
+pub mod listener;
+pub mod pki;
+pub mod sdnotify;
+pub mod serve;
+pub mod shutdown;
+pub mod state;
+pub mod store;
+pub mod telemetry;
+pub mod web;
+
+/// Installs aws-lc-rs as the process's rustls provider. Idempotent.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}

@@ -1,0 +1,102 @@
+//! The `ztka` binary: parse the command line, install the crypto provider, start tracing,
+//! dispatch. Exit codes: 0 success, 1 runtime failure, 2 bad usage or configuration.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use ztka::cli::{AdminCommand, Cli, Command, ConfigCommand};
+use ztka::config::{FileConfig, LogConfig, ServeConfig};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    ztka::install_crypto_provider();
+    let file = match FileConfig::load(cli.config.as_deref()) {
+        Ok(f) => f,
+        Err(e) => return usage(e),
+    };
+    ztka::telemetry::init(&LogConfig::resolve(
+        &file.log,
+        cli.log_format,
+        cli.log_level.clone(),
+    ));
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return failure(format!("cannot start the async runtime: {e}")),
+    };
+    runtime.block_on(dispatch(cli.command, file))
+}
+
+async fn dispatch(command: Command, file: FileConfig) -> ExitCode {
+    match command {
+        Command::Serve(args) => {
+            let config = match ServeConfig::resolve(&file, &args) {
+                Ok(c) => c,
+                Err(e) => return usage(e),
+            };
+            match ztka::serve::run(config).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) if e.is_usage() => usage(e),
+                Err(e) => failure(e),
+            }
+        }
+        Command::Agent => usage("the agent is not yet available in this version"),
+        Command::Admin(AdminCommand::ResetPassword(args)) => {
+            let data_dir = ztka::config::resolve_data_dir(&file, args.data.data_dir.as_ref());
+            match ztka::admin::reset_password(&data_dir, &args.user, args.password_file.as_deref())
+            {
+                Ok(Some(pw)) => {
+                    println!("new password for {}: {}", args.user, pw.expose());
+                    println!("it must be changed at next sign-in");
+                    ExitCode::SUCCESS
+                }
+                Ok(None) => {
+                    println!(
+                        "password for {} reset; it must be changed at next sign-in",
+                        args.user
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => usage(e),
+            }
+        }
+        Command::Healthcheck(args) => match ztka::healthcheck::run(&file, &args).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => failure(format!("unhealthy: {e}")),
+        },
+        Command::Version => {
+            println!("ztka {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        Command::Config(ConfigCommand::Check(args)) => match ServeConfig::resolve(&file, &args) {
+            Ok(config) => {
+                println!("configuration OK");
+                println!("data_dir = {:?}", config.data_dir.display().to_string());
+                println!("listen = \"{}\"", config.listen);
+                println!("external_url = \"{}\"", config.external_url.url);
+                if let Some((cert, key)) = &config.tls_files {
+                    println!("tls_cert = {:?}", cert.display().to_string());
+                    println!("tls_key = {:?}", key.display().to_string());
+                }
+                if config.initial_admin_password.is_some() {
+                    println!("initial_admin_password = <set>");
+                }
+                println!("shutdown_grace_secs = {}", config.shutdown_grace.as_secs());
+                ExitCode::SUCCESS
+            }
+            Err(e) => usage(e),
+        },
+    }
+}
+
+fn usage(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("ztka: {message}");
+    ExitCode::from(2)
+}
+
+fn failure(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("ztka: {message}");
+    ExitCode::from(1)
+}

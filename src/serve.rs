@@ -1,0 +1,233 @@
+//! `ztka serve`: the composition root. Opens the store, loads the PKI, creates the first admin,
+//! builds the [`AppState`] and runs the HTTPS listener until a signal arrives.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+
+use crate::authn::password;
+use crate::config::{Secret, ServeConfig};
+use crate::domain::user::{self, User};
+use crate::listener::TlsServer;
+use crate::pki::{Pki, PkiError};
+use crate::shutdown::Shutdown;
+use crate::state::AppState;
+use crate::store::{self, Store, StoreError};
+
+pub const INITIAL_ADMIN_PASSWORD_FILE: &str = "initial-admin-password";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("TLS setup failed: {0}")]
+    Pki(#[from] PkiError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("initial admin password: {0}")]
+    AdminPassword(String),
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("startup task failed: {0}")]
+    Join(String),
+}
+
+impl ServeError {
+    /// Problems the operator must fix (exit code 2) versus runtime failures (exit code 1).
+    pub fn is_usage(&self) -> bool {
+        matches!(
+            self,
+            ServeError::Store(
+                StoreError::Locked(_)
+                    | StoreError::NotWritable { .. }
+                    | StoreError::TooNew { .. }
+                    | StoreError::UpgradeRequired { .. }
+            ) | ServeError::Bind { .. }
+                | ServeError::AdminPassword(_)
+                | ServeError::Pki(_)
+        )
+    }
+}
+
+/// A started server.
+pub struct Server {
+    pub addr: SocketAddr,
+    pub state: AppState,
+    /// Set when this start created the admin with a generated password (shown once).
+    pub generated_admin_password: Option<Secret>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    /// Prepares everything and starts accepting; returns once the listener is bound.
+    pub async fn start(config: ServeConfig, shutdown: Shutdown) -> Result<Self, ServeError> {
+        let config = Arc::new(config);
+        let prepared = {
+            let config = config.clone();
+            tokio::task::spawn_blocking(move || prepare(&config))
+                .await
+                .map_err(|e| ServeError::Join(e.to_string()))??
+        };
+        let (store, pki, generated_admin_password) = prepared;
+        let tls = pki.server_config()?;
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| ServeError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
+        let addr = listener.local_addr().map_err(|source| ServeError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        let state = AppState {
+            store,
+            pki: Arc::new(pki),
+            config: config.clone(),
+            shutdown: shutdown.clone(),
+        };
+        let server = TlsServer {
+            listener,
+            tls,
+            app: crate::api::app(state.clone()),
+            handshake_timeout: config.handshake_timeout,
+        };
+        let task = tokio::spawn(server.run(shutdown));
+        Ok(Self {
+            addr,
+            state,
+            generated_admin_password,
+            task,
+        })
+    }
+
+    /// Waits for the accept loop to end (after shutdown), then drains open connections.
+    pub async fn wait(self) {
+        let _ = self.task.await;
+        let grace = self.state.config.shutdown_grace;
+        if !self.state.shutdown.drain(grace).await {
+            tracing::warn!(
+                ?grace,
+                "connections still open after the grace period; closing them"
+            );
+        }
+    }
+}
+
+/// Blocking startup work: database, certificates, first admin.
+fn prepare(config: &ServeConfig) -> Result<(Store, Pki, Option<Secret>), ServeError> {
+    let store = Store::open(&config.data_dir)?;
+    let pki = Pki::load_or_init(
+        &config.data_dir,
+        &config.external_url,
+        config.tls_files.as_ref(),
+    )?;
+    let generated = ensure_bootstrap_admin(
+        &store,
+        &config.data_dir,
+        config.initial_admin_password.clone(),
+    )?;
+    Ok((store, pki, generated))
+}
+
+/// Creates the `admin` user when the database has no users. Returns the password when it was
+/// generated here (so it can be shown once); it is also written to
+/// `<data-dir>/initial-admin-password` with mode 0600.
+pub fn ensure_bootstrap_admin(
+    store: &Store,
+    data_dir: &Path,
+    supplied: Option<Secret>,
+) -> Result<Option<Secret>, ServeError> {
+    if store.read_blocking(store::users::count)? > 0 {
+        return Ok(None);
+    }
+    let (secret, generated) = match supplied {
+        Some(s) => {
+            user::check_password_policy(s.expose())
+                .map_err(|e| ServeError::AdminPassword(e.to_string()))?;
+            (s, false)
+        }
+        None => (password::generate(), true),
+    };
+    if generated {
+        // Written before the user is committed: a crash in between regenerates both.
+        write_private_file(
+            &data_dir.join(INITIAL_ADMIN_PASSWORD_FILE),
+            format!("{}\n", secret.expose()).as_bytes(),
+        )?;
+    }
+    let hash =
+        password::hash(secret.expose()).map_err(|e| ServeError::AdminPassword(e.to_string()))?;
+    let now = time::OffsetDateTime::now_utc();
+    let mut admin = User::new_local(user::BOOTSTRAP_ADMIN, hash, now);
+    admin.must_change_password = generated;
+    admin.display_name = "Administrator".into();
+    store.write_blocking(|txn| store::users::insert(txn, &admin))?;
+    tracing::info!(
+        user = user::BOOTSTRAP_ADMIN,
+        "created the first administrator"
+    );
+    Ok(generated.then_some(secret))
+}
+
+fn write_private_file(path: &Path, bytes: &[u8]) -> Result<(), ServeError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let err = |source| ServeError::Write {
+        path: path.to_owned(),
+        source,
+    };
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(err)?;
+    f.write_all(bytes).map_err(err)?;
+    f.sync_all().map_err(err)?;
+    std::fs::rename(&tmp, path).map_err(err)
+}
+
+/// The `serve` command: start, tell systemd, wait for a signal, drain.
+pub async fn run(config: ServeConfig) -> Result<(), ServeError> {
+    let shutdown = Shutdown::new();
+    shutdown
+        .listen_for_signals()
+        .map_err(|e| ServeError::Join(format!("cannot install signal handlers: {e}")))?;
+    let data_dir = config.data_dir.clone();
+    let external = config.external_url.url.clone();
+    let server = Server::start(config, shutdown).await?;
+    if let Some(pw) = &server.generated_admin_password {
+        println!(
+            "ztka: created user \"admin\" with password: {}",
+            pw.expose()
+        );
+        println!(
+            "ztka: the password is also in {} and must be changed at first sign-in",
+            data_dir.join(INITIAL_ADMIN_PASSWORD_FILE).display()
+        );
+    }
+    println!("ztka: listening on https://{}", server.addr);
+    println!(
+        "ztka: console at {external}/ (CA certificate: {})",
+        data_dir.join(crate::pki::CA_CERT_FILE).display()
+    );
+    tracing::info!(addr = %server.addr, %external, "ready");
+    crate::sdnotify::notify("READY=1");
+    server.state.shutdown.triggered().await;
+    crate::sdnotify::notify("STOPPING=1");
+    server.wait().await;
+    tracing::info!("stopped");
+    Ok(())
+}

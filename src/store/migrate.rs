@@ -1,0 +1,100 @@
+//! Forward-only schema migrations, recorded as `schema_version` in the meta table.
+
+use redb::{ReadableDatabase, WriteTransaction};
+
+use super::tables::*;
+use super::{Result, Store, StoreError};
+
+/// Migration `i` takes the schema from version `i` to `i + 1`.
+const MIGRATIONS: &[fn(&WriteTransaction) -> Result<()>] = &[v0_create_tables];
+
+pub const SCHEMA_VERSION: u64 = MIGRATIONS.len() as u64;
+
+fn v0_create_tables(txn: &WriteTransaction) -> Result<()> {
+    txn.open_table(META)?;
+    txn.open_table(USERS)?;
+    txn.open_table(USER_NAMES)?;
+    Ok(())
+}
+
+pub(super) fn run(store: &Store) -> Result<()> {
+    let current = current_version(store)?;
+    if current > SCHEMA_VERSION {
+        return Err(StoreError::TooNew {
+            path: store.path.clone(),
+            found: current,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    for (version, migration) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        store.write_blocking(|txn| {
+            migration(txn)?;
+            let next = version as u64 + 1;
+            txn.open_table(META)?
+                .insert("schema_version", next.to_be_bytes().as_slice())?;
+            Ok(())
+        })?;
+        tracing::info!(from = version, to = version + 1, "migrated database schema");
+    }
+    Ok(())
+}
+
+pub fn current_version(store: &Store) -> Result<u64> {
+    let txn = store.db.begin_read()?;
+    let table = match txn.open_table(META) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(0),
+        Err(e) => return Err(e.into()),
+    };
+    let Some(raw) = table.get("schema_version")? else {
+        return Ok(0);
+    };
+    let bytes: [u8; 8] = raw.value().try_into().map_err(|_| {
+        StoreError::Db(redb::Error::Corrupted(
+            "schema_version is not 8 bytes".into(),
+        ))
+    })?;
+    Ok(u64::from_be_bytes(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fresh_database_is_at_current_version_and_reopen_is_idempotent() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(current_version(&store).unwrap(), SCHEMA_VERSION);
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(current_version(&store).unwrap(), SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn newer_schema_is_refused_with_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store
+            .write_blocking(|txn| {
+                txn.open_table(META)?.insert(
+                    "schema_version",
+                    (SCHEMA_VERSION + 5).to_be_bytes().as_slice(),
+                )?;
+                Ok(())
+            })
+            .unwrap();
+        drop(store);
+        let err = Store::open(dir.path()).unwrap_err();
+        assert!(matches!(err, StoreError::TooNew { .. }), "{err}");
+        assert!(err.to_string().contains("upgrade ztka"));
+    }
+
+    #[test]
+    fn second_open_reports_locked() {
+        let dir = tempfile::tempdir().unwrap();
+        let _store = Store::open(dir.path()).unwrap();
+        let err = Store::open(dir.path()).unwrap_err();
+        assert!(matches!(err, StoreError::Locked(_)), "{err}");
+    }
+}

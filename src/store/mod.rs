@@ -1,0 +1,197 @@
+//! The embedded database. Only this module imports redb: everything else calls typed
+//! functions that take a transaction, run through [`Store::read`] / [`Store::write`] on the
+//! blocking thread pool.
+
+mod migrate;
+pub mod tables;
+pub mod users;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use redb::ReadableDatabase;
+
+pub use redb::{ReadTransaction, WriteTransaction};
+
+pub const DATABASE_FILE: &str = "ztka.redb";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "the database {0} is in use by another process (is a ztka server already running on this data directory?)"
+    )]
+    Locked(PathBuf),
+    #[error("the data directory {path} is not writable: {source}")]
+    NotWritable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "the database {path} was written by a newer ztka (schema version {found}, this binary supports up to {supported}); upgrade ztka"
+    )]
+    TooNew {
+        path: PathBuf,
+        found: u64,
+        supported: u64,
+    },
+    #[error("the database {path} uses an old file format and must be upgraded: {detail}")]
+    UpgradeRequired { path: PathBuf, detail: String },
+    #[error("not found")]
+    NotFound,
+    #[error("{0} already exists")]
+    Conflict(String),
+    #[error("stored record is corrupt: {0}")]
+    Codec(#[from] serde_json::Error),
+    #[error("database error: {0}")]
+    Db(#[from] redb::Error),
+    #[error("background task failed: {0}")]
+    Join(String),
+}
+
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self { StoreError::Db(e.into()) }
+        }
+    )*};
+}
+from_redb!(
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// A handle on the open database; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    db: Arc<redb::Database>,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the database in `data_dir` and brings its schema up to date.
+    /// Blocking: call before the runtime serves requests, or from `spawn_blocking`.
+    pub fn open(data_dir: &Path) -> Result<Self> {
+        ensure_writable_dir(data_dir)?;
+        let path = data_dir.join(DATABASE_FILE);
+        let db = redb::Database::create(&path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen
+            | redb::DatabaseError::LockProtocolMismatch => StoreError::Locked(path.clone()),
+            redb::DatabaseError::UpgradeRequired(v) => StoreError::UpgradeRequired {
+                path: path.clone(),
+                detail: format!("file format version {v}"),
+            },
+            redb::DatabaseError::Storage(redb::StorageError::Io(source))
+                if source.kind() == std::io::ErrorKind::PermissionDenied =>
+            {
+                StoreError::NotWritable {
+                    path: path.clone(),
+                    source,
+                }
+            }
+            other => StoreError::Db(other.into()),
+        })?;
+        // The database holds password hashes: owner-only, whatever the umask.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
+        }
+        let store = Self {
+            db: Arc::new(db),
+            path,
+        };
+        migrate::run(&store)?;
+        Ok(store)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` in a read transaction on the blocking pool.
+    pub async fn read<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&ReadTransaction) -> Result<T> + Send + 'static,
+    {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.read_blocking(f))
+            .await
+            .map_err(|e| StoreError::Join(e.to_string()))?
+    }
+
+    /// Runs `f` in a write transaction on the blocking pool; commits when `f` returns `Ok`.
+    pub async fn write<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&WriteTransaction) -> Result<T> + Send + 'static,
+    {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.write_blocking(f))
+            .await
+            .map_err(|e| StoreError::Join(e.to_string()))?
+    }
+
+    pub fn read_blocking<T>(&self, f: impl FnOnce(&ReadTransaction) -> Result<T>) -> Result<T> {
+        let txn = self.db.begin_read()?;
+        f(&txn)
+    }
+
+    pub fn write_blocking<T>(&self, f: impl FnOnce(&WriteTransaction) -> Result<T>) -> Result<T> {
+        let txn = self.db.begin_write()?;
+        match f(&txn) {
+            Ok(v) => {
+                txn.commit()?;
+                Ok(v)
+            }
+            Err(e) => {
+                // Dropping would abort too; aborting explicitly keeps partial writes impossible.
+                let _ = txn.abort();
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Creates the data directory (mode 0700) and proves it is writable, so a read-only mount or a
+/// wrong owner is reported by name instead of as an obscure database error later.
+pub fn ensure_writable_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let not_writable = |source| StoreError::NotWritable {
+        path: dir.to_owned(),
+        source,
+    };
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(not_writable)?;
+    } else if let Ok(meta) = std::fs::metadata(dir) {
+        // Tighten a directory created by someone else with a permissive umask.
+        if meta.permissions().mode() & 0o077 != 0 {
+            let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+        }
+    }
+    let probe = dir.join(".write-probe");
+    std::fs::write(&probe, b"").map_err(not_writable)?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
+}
+
+pub(crate) fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>> {
+    Ok(serde_json::to_vec(value)?)
+}
+
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    Ok(serde_json::from_slice(bytes)?)
+}

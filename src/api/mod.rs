@@ -110,7 +110,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
     }
     let probe = tokio::time::timeout(
         Duration::from_secs(2),
-        state.store.read(|txn| crate::store::users::count(txn)),
+        state.store.read(crate::store::users::count),
     )
     .await;
     match probe {

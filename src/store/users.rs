@@ -86,7 +86,7 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(got.disabled);
-        assert_eq!(store.read_blocking(|t| count(t)).unwrap(), 1);
+        assert_eq!(store.read_blocking(count).unwrap(), 1);
         assert!(
             store
                 .read_blocking(|t| get(t, Uuid::nil()))

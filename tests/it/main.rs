@@ -1,0 +1,6 @@
+//! End-to-end tests: one binary, modules named after the capability they test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod fixture;
+mod listener;
+mod serve;

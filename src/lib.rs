@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod api;
+pub mod audit;
 pub mod authn;
 pub mod cli;
 pub mod client;

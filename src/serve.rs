@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
+use crate::audit::AuditLog;
 use crate::authn::password;
 use crate::config::{Secret, ServeConfig};
 use crate::domain::user::{self, User};
@@ -78,6 +79,7 @@ impl Server {
         };
         let (store, pki, generated_admin_password) = prepared;
         let tls = pki.server_config()?;
+        let audit = AuditLog::open(store.clone()).map_err(|e| ServeError::Join(e.to_string()))?;
         let listener =
             TcpListener::bind(config.listen)
                 .await
@@ -91,6 +93,7 @@ impl Server {
         })?;
         let state = AppState {
             store,
+            audit,
             pki: Arc::new(pki),
             config: config.clone(),
             shutdown: shutdown.clone(),

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use crate::audit::AuditLog;
 use crate::config::ServeConfig;
 use crate::pki::Pki;
 use crate::shutdown::Shutdown;
@@ -10,6 +11,7 @@ use crate::store::Store;
 #[derive(Clone)]
 pub struct AppState {
     pub store: Store,
+    pub audit: AuditLog,
     pub pki: Arc<Pki>,
     pub config: Arc<ServeConfig>,
     pub shutdown: Shutdown,

@@ -1,4 +1,5 @@
 //! Pure types and rules: no axum, redb, kube or rustls here.
 
+pub mod audit;
 pub mod names;
 pub mod user;

@@ -14,6 +14,7 @@ fn v0_create_tables(txn: &WriteTransaction) -> Result<()> {
     txn.open_table(META)?;
     txn.open_table(USERS)?;
     txn.open_table(USER_NAMES)?;
+    txn.open_table(AUDIT_EVENTS)?;
     Ok(())
 }
 

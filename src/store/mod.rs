@@ -2,6 +2,7 @@
 //! functions that take a transaction, run through [`Store::read`] / [`Store::write`] on the
 //! blocking thread pool.
 
+pub mod audit;
 mod migrate;
 pub mod tables;
 pub mod users;

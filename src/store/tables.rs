@@ -10,3 +10,6 @@ pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 pub const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
 /// User name → user id (names are unique).
 pub const USER_NAMES: TableDefinition<&str, &str> = TableDefinition::new("user_names");
+
+/// Audit events by sequence number (append-only).
+pub const AUDIT_EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("audit_events");

@@ -4,6 +4,7 @@ pub mod admin;
 pub mod api;
 pub mod audit;
 pub mod authn;
+pub mod authz;
 pub mod cli;
 pub mod client;
 pub mod config;

@@ -91,7 +91,17 @@ impl Server {
             addr: config.listen,
             source,
         })?;
+        let authz = crate::authz::Authorizer::load(&store)
+            .await
+            .map_err(|e| ServeError::Join(format!("loading access policy: {e}")))?;
+        let settings = store
+            .read(crate::store::grants::settings)
+            .await
+            .map_err(ServeError::Store)?;
         let state = AppState {
+            authz: Arc::new(authz),
+            throttle: Arc::new(crate::authn::throttle::Throttle::new(Default::default())),
+            settings: Arc::new(std::sync::RwLock::new(settings)),
             store,
             audit,
             pki: Arc::new(pki),
@@ -174,7 +184,22 @@ pub fn ensure_bootstrap_admin(
     let mut admin = User::new_local(user::BOOTSTRAP_ADMIN, hash, now);
     admin.must_change_password = generated;
     admin.display_name = "Administrator".into();
-    store.write_blocking(|txn| store::users::insert(txn, &admin))?;
+    let grant = crate::domain::org::Grant {
+        id: uuid::Uuid::now_v7(),
+        subject: crate::domain::org::Subject::User(admin.id),
+        role: crate::domain::org::Role::Admin,
+        project: None,
+        namespaces: Vec::new(),
+        expires_at: None,
+        created_at: now,
+        created_by: None,
+    };
+    store.write_blocking(|txn| {
+        store::users::insert(txn, &admin)?;
+        store::grants::insert_grant(txn, &grant)?;
+        store::casbin::add(txn, "g", &crate::authz::Authorizer::grouping_rule(&grant))?;
+        Ok(())
+    })?;
     tracing::info!(
         user = user::BOOTSTRAP_ADMIN,
         "created the first administrator"

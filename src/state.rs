@@ -3,7 +3,10 @@
 use std::sync::Arc;
 
 use crate::audit::AuditLog;
+use crate::authn::throttle::Throttle;
+use crate::authz::Authorizer;
 use crate::config::ServeConfig;
+use crate::domain::org::Settings;
 use crate::pki::Pki;
 use crate::shutdown::Shutdown;
 use crate::store::Store;
@@ -15,4 +18,17 @@ pub struct AppState {
     pub pki: Arc<Pki>,
     pub config: Arc<ServeConfig>,
     pub shutdown: Shutdown,
+    pub authz: Arc<Authorizer>,
+    pub throttle: Arc<Throttle>,
+    /// Cached copy of the settings record; writers update both.
+    pub settings: Arc<std::sync::RwLock<Settings>>,
+}
+
+impl AppState {
+    pub fn settings(&self) -> Settings {
+        self.settings
+            .read()
+            .map(|s| s.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
 }

@@ -1,6 +1,17 @@
 //! The HTTP surface: probes, the REST API under `/api/v1`, and the console fallback.
 
+pub mod access;
+pub mod auth;
 pub mod error;
+pub mod extract;
+pub mod grants;
+pub mod groups;
+pub mod openapi;
+pub mod projects;
+pub mod settings;
+pub mod tokens;
+pub mod users;
+pub mod views;
 
 use std::time::Duration;
 
@@ -16,7 +27,11 @@ use tower_http::trace::TraceLayer;
 
 pub use error::ApiError;
 
+use crate::authz::Permit;
+use crate::domain::audit::{Durability, NewEvent};
+use crate::domain::org::Subject;
 use crate::state::AppState;
+use crate::store::{ReadTransaction, StoreError, WriteTransaction};
 
 pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 /// Bodies above this get 413 before a handler sees them.
@@ -24,12 +39,14 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 /// The whole application router.
 pub fn app(state: AppState) -> Router {
-    let api =
-        Router::new()
-            .fallback(api_not_found)
-            .layer(tower_http::limit::RequestBodyLimitLayer::new(
-                MAX_BODY_BYTES,
-            ));
+    // DefaultBodyLimit (not a tower limit layer) so oversized bodies get our error shape.
+    let api = openapi::routes()
+        .into_iter()
+        .fold(Router::new(), |r, (route, handler)| {
+            r.route(route.path, handler)
+        })
+        .fallback(api_not_found)
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES));
 
     Router::new()
         .route("/healthz", get(healthz))
@@ -131,4 +148,66 @@ async fn api_not_found(req: Request) -> ApiError {
         req.method(),
         req.uri().path()
     ))
+}
+
+/// Appends an audit event; failure to record is an error for the request.
+pub async fn record(
+    state: &AppState,
+    event: NewEvent,
+    durability: Durability,
+) -> Result<(), ApiError> {
+    state
+        .audit
+        .append(event, durability)
+        .await
+        .map(|_| ())
+        .map_err(ApiError::internal)
+}
+
+/// The one path for permitted changes: runs `change` in a write transaction, then records
+/// `event` durably. Requiring the [`Permit`] means no handler can change state without
+/// having passed authorization.
+pub async fn commit<T, F>(
+    state: &AppState,
+    permit: &Permit,
+    mut event: NewEvent,
+    change: F,
+) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce(&WriteTransaction) -> Result<T, StoreError> + Send + 'static,
+{
+    debug_assert_eq!(event.actor.user_id, Some(permit.user_id()));
+    match state.store.write(change).await {
+        Ok(value) => {
+            record(state, event, Durability::Durable).await?;
+            Ok(value)
+        }
+        Err(e) => {
+            let err = ApiError::from(e);
+            event = event.with_outcome(err.status.as_u16());
+            event.details = serde_json::json!({"error": err.code});
+            record(state, event, Durability::Durable).await?;
+            Err(err)
+        }
+    }
+}
+
+/// Names are DNS-1123 labels.
+pub fn validate_name(field: &str, name: &str) -> Result<(), ApiError> {
+    crate::domain::names::validate_name(name).map_err(|e| ApiError::invalid(field, e))
+}
+
+/// A grant subject's current name (or its id, if it no longer exists).
+pub fn subject_name(txn: &ReadTransaction, subject: &Subject) -> Result<String, StoreError> {
+    Ok(match subject {
+        Subject::User(id) => crate::store::users::get(txn, *id)?.map(|u| u.name),
+        Subject::Group(id) => {
+            crate::store::named::read::by_id::<crate::domain::org::Group>(txn, &id.to_string())?
+                .map(|g| g.name)
+        }
+    }
+    .unwrap_or_else(|| match subject {
+        Subject::User(id) | Subject::Group(id) => id.to_string(),
+    }))
 }

@@ -153,3 +153,22 @@ pub enum Durability {
 }
 
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+impl Target {
+    pub fn of(kind: &str, name: &str) -> Self {
+        Self {
+            kind: kind.to_owned(),
+            name: Some(name.to_owned()),
+            ..Self::default()
+        }
+    }
+
+    pub fn user(name: &str) -> Self {
+        Self::of("user", name)
+    }
+
+    pub fn in_project(mut self, project: &str) -> Self {
+        self.project = Some(project.to_owned());
+        self
+    }
+}

@@ -2,4 +2,5 @@
 
 pub mod audit;
 pub mod names;
+pub mod org;
 pub mod user;

@@ -14,6 +14,15 @@ fn v0_create_tables(txn: &WriteTransaction) -> Result<()> {
     txn.open_table(META)?;
     txn.open_table(USERS)?;
     txn.open_table(USER_NAMES)?;
+    txn.open_table(GROUPS)?;
+    txn.open_table(GROUP_NAMES)?;
+    txn.open_table(PROJECTS)?;
+    txn.open_table(PROJECT_NAMES)?;
+    txn.open_table(GRANTS)?;
+    txn.open_table(CASBIN_RULES)?;
+    txn.open_table(TOKENS)?;
+    txn.open_table(TOKEN_HASHES)?;
+    txn.open_table(SESSIONS)?;
     txn.open_table(AUDIT_EVENTS)?;
     Ok(())
 }

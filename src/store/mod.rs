@@ -3,7 +3,10 @@
 //! blocking thread pool.
 
 pub mod audit;
+pub mod casbin;
+pub mod grants;
 mod migrate;
+pub mod named;
 pub mod tables;
 pub mod users;
 

@@ -3,13 +3,33 @@
 
 use redb::TableDefinition;
 
-/// Schema bookkeeping: `schema_version` and other single values.
+/// Schema bookkeeping (`schema_version`) and single values (`settings`).
 pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
-/// Users by id.
+/// Users by id, with a unique name index.
 pub const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
-/// User name → user id (names are unique).
 pub const USER_NAMES: TableDefinition<&str, &str> = TableDefinition::new("user_names");
+
+/// Groups by id, with a unique name index.
+pub const GROUPS: TableDefinition<&str, &[u8]> = TableDefinition::new("groups");
+pub const GROUP_NAMES: TableDefinition<&str, &str> = TableDefinition::new("group_names");
+
+/// Projects by id, with a unique name index.
+pub const PROJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("projects");
+pub const PROJECT_NAMES: TableDefinition<&str, &str> = TableDefinition::new("project_names");
+
+/// Grants by id (UUIDv7, so key order is creation order).
+pub const GRANTS: TableDefinition<&str, &[u8]> = TableDefinition::new("grants");
+
+/// Authorization policy rules as casbin sees them: key `ptype\u{1f}v0\u{1f}v1…`.
+pub const CASBIN_RULES: TableDefinition<&str, ()> = TableDefinition::new("casbin_rules");
+
+/// API tokens by id, and token hash → id.
+pub const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("api_tokens");
+pub const TOKEN_HASHES: TableDefinition<&str, &str> = TableDefinition::new("api_token_hashes");
+
+/// Console sessions by SHA-256 of the cookie value.
+pub const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
 
 /// Audit events by sequence number (append-only).
 pub const AUDIT_EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("audit_events");

@@ -1,71 +1,41 @@
-//! Users: by id in `USERS`, with a unique name index in `USER_NAMES`.
+//! Users: thin names over the generic named-record functions.
 
-use redb::{ReadTransaction, ReadableTable, WriteTransaction};
+use redb::{ReadTransaction, ReadableTableMetadata, WriteTransaction};
 use uuid::Uuid;
 
-use super::tables::{USER_NAMES, USERS};
-use super::{Result, StoreError, decode, encode};
+use super::Result;
+use super::named::{self, Named};
 use crate::domain::user::User;
 
 pub fn insert(txn: &WriteTransaction, user: &User) -> Result<()> {
-    let mut names = txn.open_table(USER_NAMES)?;
-    if names.get(user.name.as_str())?.is_some() {
-        return Err(StoreError::Conflict(format!("user {}", user.name)));
-    }
-    let id = user.id.to_string();
-    names.insert(user.name.as_str(), id.as_str())?;
-    txn.open_table(USERS)?
-        .insert(id.as_str(), encode(user)?.as_slice())?;
-    Ok(())
+    named::insert(txn, user)
 }
 
-/// Replaces a user record; the name is immutable.
 pub fn update(txn: &WriteTransaction, user: &User) -> Result<()> {
-    let mut users = txn.open_table(USERS)?;
-    let id = user.id.to_string();
-    if users.get(id.as_str())?.is_none() {
-        return Err(StoreError::NotFound);
-    }
-    users.insert(id.as_str(), encode(user)?.as_slice())?;
-    Ok(())
+    named::update(txn, user)
 }
 
 pub fn get(txn: &ReadTransaction, id: Uuid) -> Result<Option<User>> {
-    let users = txn.open_table(USERS)?;
-    let raw = users.get(id.to_string().as_str())?;
-    raw.map(|v| decode(v.value())).transpose()
+    named::read::by_id(txn, &id.to_string())
 }
 
 pub fn get_by_name(txn: &ReadTransaction, name: &str) -> Result<Option<User>> {
-    let names = txn.open_table(USER_NAMES)?;
-    let Some(id) = names.get(name)? else {
-        return Ok(None);
-    };
-    let users = txn.open_table(USERS)?;
-    let raw = users.get(id.value())?;
-    raw.map(|v| decode(v.value())).transpose()
+    named::read::by_name(txn, name)
 }
 
 /// The same lookup inside a write transaction, for read-modify-write.
 pub fn get_by_name_for_update(txn: &WriteTransaction, name: &str) -> Result<Option<User>> {
-    let names = txn.open_table(USER_NAMES)?;
-    let Some(id) = names.get(name)? else {
-        return Ok(None);
-    };
-    let users = txn.open_table(USERS)?;
-    let raw = users.get(id.value())?;
-    raw.map(|v| decode(v.value())).transpose()
+    named::write::by_name(txn, name)
 }
 
 pub fn count(txn: &ReadTransaction) -> Result<u64> {
-    use redb::ReadableTableMetadata;
-    Ok(txn.open_table(USERS)?.len()?)
+    Ok(txn.open_table(User::RECORDS)?.len()?)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Store;
+    use crate::store::{Store, StoreError};
 
     #[test]
     fn insert_get_update_and_unique_names() {
@@ -93,5 +63,13 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
+        let page: Vec<User> = store
+            .read_blocking(|t| named::read::page(t, Some("a"), 10))
+            .unwrap();
+        assert_eq!(page.len(), 1);
+        let page: Vec<User> = store
+            .read_blocking(|t| named::read::page(t, Some("alice"), 10))
+            .unwrap();
+        assert!(page.is_empty());
     }
 }

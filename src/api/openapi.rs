@@ -1,0 +1,495 @@
+//! The API's route table. The router and `/api/v1/openapi.json` are both built from it, so
+//! the document cannot drift from what is served.
+
+use axum::extract::State;
+use axum::routing::{MethodRouter, delete, get, patch, post};
+use serde_json::{Value, json};
+
+use super::{auth, grants, groups, projects, settings, tokens, users};
+use crate::state::AppState;
+
+pub struct Route {
+    pub method: &'static str,
+    /// Relative to `/api/v1`, in axum/OpenAPI template syntax.
+    pub path: &'static str,
+    pub tag: &'static str,
+    pub summary: &'static str,
+    /// Name of the request body schema in `components.schemas`.
+    pub body: Option<&'static str>,
+    /// Whether the operation needs authentication.
+    pub authenticated: bool,
+    /// Whether the operation is a paginated list.
+    pub paginated: bool,
+    pub success: u16,
+}
+
+const fn r(
+    method: &'static str,
+    path: &'static str,
+    tag: &'static str,
+    summary: &'static str,
+) -> Route {
+    Route {
+        method,
+        path,
+        tag,
+        summary,
+        body: None,
+        authenticated: true,
+        paginated: false,
+        success: 200,
+    }
+}
+
+impl Route {
+    const fn body(mut self, schema: &'static str) -> Self {
+        self.body = Some(schema);
+        self
+    }
+    const fn public(mut self) -> Self {
+        self.authenticated = false;
+        self
+    }
+    const fn paged(mut self) -> Self {
+        self.paginated = true;
+        self
+    }
+    const fn status(mut self, code: u16) -> Self {
+        self.success = code;
+        self
+    }
+}
+
+pub fn routes() -> Vec<(Route, MethodRouter<AppState>)> {
+    vec![
+        (
+            r("get", "/openapi.json", "meta", "This document").public(),
+            get(document),
+        ),
+        (
+            r(
+                "post",
+                "/auth/login",
+                "auth",
+                "Sign in; sets the session cookie",
+            )
+            .body("LoginRequest")
+            .public(),
+            post(auth::login),
+        ),
+        (
+            r("post", "/auth/logout", "auth", "End the session").status(204),
+            post(auth::logout),
+        ),
+        (
+            r(
+                "get",
+                "/auth/me",
+                "auth",
+                "The caller, their groups and effective grants",
+            ),
+            get(auth::me),
+        ),
+        (
+            r(
+                "post",
+                "/auth/password",
+                "auth",
+                "Change the caller's password",
+            )
+            .body("ChangePassword")
+            .status(204),
+            post(auth::change_password),
+        ),
+        (
+            r("get", "/users", "users", "List users").paged(),
+            get(users::list),
+        ),
+        (
+            r("post", "/users", "users", "Create a local or service user")
+                .body("CreateUser")
+                .status(201),
+            post(users::create),
+        ),
+        (
+            r("get", "/users/{name}", "users", "Get a user"),
+            get(users::get),
+        ),
+        (
+            r(
+                "patch",
+                "/users/{name}",
+                "users",
+                "Update, disable or enable a user",
+            )
+            .body("UpdateUser"),
+            patch(users::update),
+        ),
+        (
+            r("delete", "/users/{name}", "users", "Delete a user").status(204),
+            delete(users::delete),
+        ),
+        (
+            r(
+                "post",
+                "/users/{name}/password",
+                "users",
+                "Reset a user's password",
+            )
+            .body("ResetPassword"),
+            post(users::reset_password),
+        ),
+        (
+            r(
+                "post",
+                "/users/{name}/kubeconfig/revoke",
+                "users",
+                "Revoke every credential issued to the user so far",
+            )
+            .status(204),
+            post(users::revoke_kubeconfig),
+        ),
+        (
+            r("get", "/groups", "groups", "List groups").paged(),
+            get(groups::list),
+        ),
+        (
+            r("post", "/groups", "groups", "Create a group")
+                .body("CreateGroup")
+                .status(201),
+            post(groups::create),
+        ),
+        (
+            r("get", "/groups/{name}", "groups", "Get a group"),
+            get(groups::get),
+        ),
+        (
+            r("patch", "/groups/{name}", "groups", "Update a group").body("UpdateGroup"),
+            patch(groups::update),
+        ),
+        (
+            r(
+                "delete",
+                "/groups/{name}",
+                "groups",
+                "Delete a group and its grants",
+            )
+            .status(204),
+            delete(groups::delete),
+        ),
+        (
+            r(
+                "get",
+                "/groups/{name}/members",
+                "groups",
+                "List a group's members",
+            ),
+            get(groups::members),
+        ),
+        (
+            r("post", "/groups/{name}/members", "groups", "Add a member")
+                .body("AddMember")
+                .status(204),
+            post(groups::add_member),
+        ),
+        (
+            r(
+                "delete",
+                "/groups/{name}/members/{user}",
+                "groups",
+                "Remove a member",
+            )
+            .status(204),
+            delete(groups::remove_member),
+        ),
+        (
+            r(
+                "get",
+                "/projects",
+                "projects",
+                "List the projects the caller can see",
+            )
+            .paged(),
+            get(projects::list),
+        ),
+        (
+            r("post", "/projects", "projects", "Create a project")
+                .body("CreateProject")
+                .status(201),
+            post(projects::create),
+        ),
+        (
+            r("get", "/projects/{name}", "projects", "Get a project"),
+            get(projects::get),
+        ),
+        (
+            r("patch", "/projects/{name}", "projects", "Update a project").body("UpdateProject"),
+            patch(projects::update),
+        ),
+        (
+            r(
+                "delete",
+                "/projects/{name}",
+                "projects",
+                "Delete a project and its grants",
+            )
+            .status(204),
+            delete(projects::delete),
+        ),
+        (
+            r("get", "/roles", "access", "The built-in roles"),
+            get(grants::roles),
+        ),
+        (
+            r(
+                "get",
+                "/grants",
+                "access",
+                "List grants the caller may read",
+            )
+            .paged(),
+            get(grants::list),
+        ),
+        (
+            r(
+                "post",
+                "/grants",
+                "access",
+                "Grant a role to a user or group",
+            )
+            .body("CreateGrant")
+            .status(201),
+            post(grants::create),
+        ),
+        (
+            r("get", "/grants/{id}", "access", "Get a grant"),
+            get(grants::get),
+        ),
+        (
+            r("delete", "/grants/{id}", "access", "Remove a grant").status(204),
+            delete(grants::delete),
+        ),
+        (
+            r("get", "/tokens", "tokens", "List the caller's API tokens"),
+            get(tokens::list),
+        ),
+        (
+            r(
+                "post",
+                "/tokens",
+                "tokens",
+                "Create an API token (shown once)",
+            )
+            .body("CreateToken")
+            .status(201),
+            post(tokens::create),
+        ),
+        (
+            r("delete", "/tokens/{id}", "tokens", "Delete an API token").status(204),
+            delete(tokens::delete),
+        ),
+        (
+            r("get", "/settings", "settings", "Organization settings"),
+            get(settings::get),
+        ),
+        (
+            r(
+                "patch",
+                "/settings",
+                "settings",
+                "Change organization settings",
+            )
+            .body("UpdateSettings"),
+            patch(settings::update),
+        ),
+    ]
+}
+
+fn string() -> Value {
+    json!({"type": "string"})
+}
+fn integer() -> Value {
+    json!({"type": "integer", "minimum": 0})
+}
+fn object(required: &[&str], props: &[(&str, Value)]) -> Value {
+    let properties: serde_json::Map<String, Value> = props
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), v.clone()))
+        .collect();
+    json!({"type": "object", "additionalProperties": false, "required": required, "properties": properties})
+}
+
+/// Request body schemas, by the names routes refer to.
+pub fn schemas() -> serde_json::Map<String, Value> {
+    let name =
+        json!({"type": "string", "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", "maxLength": 63});
+    let mut m = serde_json::Map::new();
+    let mut add = |k: &str, v: Value| {
+        m.insert(k.to_owned(), v);
+    };
+    add(
+        "Error",
+        json!({"type": "object", "required": ["error"], "properties": {"error": object(&["code", "message", "request_id"], &[("code", string()), ("message", string()), ("field", string()), ("request_id", string())])}}),
+    );
+    add(
+        "LoginRequest",
+        object(
+            &["username", "password"],
+            &[("username", string()), ("password", string())],
+        ),
+    );
+    add(
+        "ChangePassword",
+        object(
+            &["current_password", "new_password"],
+            &[
+                ("current_password", string()),
+                ("new_password", json!({"type": "string", "minLength": 12})),
+            ],
+        ),
+    );
+    add(
+        "CreateUser",
+        object(
+            &["name"],
+            &[
+                ("name", name.clone()),
+                ("kind", json!({"enum": ["local", "service"]})),
+                ("display_name", string()),
+                ("email", string()),
+                ("password", json!({"type": "string", "minLength": 12})),
+                ("must_change_password", json!({"type": "boolean"})),
+            ],
+        ),
+    );
+    add(
+        "UpdateUser",
+        object(
+            &[],
+            &[
+                ("display_name", string()),
+                ("email", string()),
+                ("disabled", json!({"type": "boolean"})),
+            ],
+        ),
+    );
+    add(
+        "ResetPassword",
+        object(
+            &[],
+            &[("password", json!({"type": "string", "minLength": 12}))],
+        ),
+    );
+    add(
+        "CreateGroup",
+        object(
+            &["name"],
+            &[("name", name.clone()), ("description", string())],
+        ),
+    );
+    add("UpdateGroup", object(&[], &[("description", string())]));
+    add("AddMember", object(&["user"], &[("user", name.clone())]));
+    add(
+        "CreateProject",
+        object(
+            &["name"],
+            &[("name", name.clone()), ("description", string())],
+        ),
+    );
+    add("UpdateProject", object(&[], &[("description", string())]));
+    let roles: Vec<&str> = crate::domain::org::Role::ALL
+        .iter()
+        .map(|r| r.name())
+        .collect();
+    add(
+        "CreateGrant",
+        object(
+            &["role"],
+            &[
+                ("user", name.clone()),
+                ("group", name.clone()),
+                ("role", json!({"enum": roles})),
+                ("project", name.clone()),
+                ("namespaces", json!({"type": "array", "items": name})),
+                (
+                    "expires_at",
+                    json!({"type": "string", "format": "date-time"}),
+                ),
+            ],
+        ),
+    );
+    add(
+        "CreateToken",
+        object(
+            &["name"],
+            &[("name", string()), ("expires_in_secs", integer())],
+        ),
+    );
+    add(
+        "UpdateSettings",
+        object(
+            &[],
+            &[
+                ("session_idle_timeout_secs", integer()),
+                ("session_absolute_timeout_secs", integer()),
+                ("kubeconfig_validity_secs", integer()),
+                ("service_account_ttl_secs", integer()),
+                ("api_token_max_validity_secs", integer()),
+            ],
+        ),
+    );
+    m
+}
+
+pub fn document_value() -> Value {
+    let mut paths = serde_json::Map::new();
+    for (route, _) in routes() {
+        let full = format!("/api/v1{}", route.path);
+        let mut params: Vec<Value> = route
+            .path
+            .split('/')
+            .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+            .map(|p| json!({"name": p, "in": "path", "required": true, "schema": {"type": "string"}}))
+            .collect();
+        if route.paginated {
+            params.push(json!({"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}}));
+            params.push(json!({"name": "cursor", "in": "query", "schema": {"type": "string"}}));
+        }
+        let mut op = json!({
+            "summary": route.summary,
+            "tags": [route.tag],
+            "operationId": format!("{}{}", route.method, route.path.replace(['/', '{', '}', '.'], "_")),
+            "parameters": params,
+            "responses": {
+                route.success.to_string(): {"description": "success"},
+                "default": {"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+            }
+        });
+        if let Some(body) = route.body {
+            op["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{body}")}}}});
+        }
+        if !route.authenticated {
+            op["security"] = json!([]);
+        }
+        let entry = paths.entry(full).or_insert_with(|| json!({}));
+        entry[route.method] = op;
+    }
+    json!({
+        "openapi": "3.0.3",
+        "info": {"title": "ztka API", "version": env!("CARGO_PKG_VERSION")},
+        "servers": [{"url": "/"}],
+        "security": [{"session": []}, {"bearer": []}],
+        "paths": paths,
+        "components": {
+            "schemas": schemas(),
+            "securitySchemes": {
+                "session": {"type": "apiKey", "in": "cookie", "name": crate::authn::SESSION_COOKIE},
+                "bearer": {"type": "http", "scheme": "bearer"}
+            }
+        }
+    })
+}
+
+async fn document(State(_): State<AppState>) -> axum::Json<Value> {
+    axum::Json(document_value())
+}

@@ -99,6 +99,86 @@ pub struct ServeArgs {
 pub enum AdminCommand {
     /// Set a new password for a local user and require a change at next sign-in.
     ResetPassword(ResetPasswordArgs),
+    /// Create, list or disable users.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Grant a role to a user or group.
+    Grant(GrantArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a local user (password generated unless --password-file) or a service user.
+    Create(UserCreateArgs),
+    /// List users.
+    List(DataDirOnly),
+    /// Disable a user: sign-in, sessions, API tokens and kubeconfigs stop working.
+    Disable(UserNameArgs),
+    /// Enable a disabled user.
+    Enable(UserNameArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DataDirOnly {
+    #[command(flatten)]
+    pub data: DataDirArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct UserNameArgs {
+    #[command(flatten)]
+    pub data: DataDirArgs,
+    /// Name of the user.
+    pub user: String,
+}
+
+#[derive(Debug, Args)]
+pub struct UserCreateArgs {
+    #[command(flatten)]
+    pub data: DataDirArgs,
+    /// Name of the new user (a DNS-1123 label).
+    pub user: String,
+    /// Create a service user (no password; for automation with API tokens).
+    #[arg(long, env = "ZTKA_USER_SERVICE")]
+    pub service: bool,
+    /// Read the password from this file instead of generating one.
+    #[arg(
+        long,
+        env = "ZTKA_USER_PASSWORD_FILE",
+        value_name = "FILE",
+        conflicts_with = "service"
+    )]
+    pub password_file: Option<PathBuf>,
+    /// Display name.
+    #[arg(long, env = "ZTKA_USER_DISPLAY_NAME", default_value = "")]
+    pub display_name: String,
+}
+
+#[derive(Debug, Args)]
+pub struct GrantArgs {
+    #[command(flatten)]
+    pub data: DataDirArgs,
+    /// User to grant the role to.
+    #[arg(
+        long,
+        env = "ZTKA_GRANT_USER",
+        conflicts_with = "group",
+        required_unless_present = "group"
+    )]
+    pub user: Option<String>,
+    /// Group to grant the role to.
+    #[arg(long, env = "ZTKA_GRANT_GROUP")]
+    pub group: Option<String>,
+    /// Role name: admin, admin-read-only, project-admin, project-read-only, cluster-admin,
+    /// namespace-admin, namespace-read-only.
+    #[arg(long, env = "ZTKA_GRANT_ROLE")]
+    pub role: String,
+    /// Project, for project and namespace roles.
+    #[arg(long, env = "ZTKA_GRANT_PROJECT")]
+    pub project: Option<String>,
+    /// Comma-separated namespaces, for namespace roles.
+    #[arg(long, env = "ZTKA_GRANT_NAMESPACES", value_delimiter = ',')]
+    pub namespaces: Vec<String>,
 }
 
 #[derive(Debug, Args)]

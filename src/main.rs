@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use ztka::cli::{AdminCommand, Cli, Command, ConfigCommand};
+use ztka::cli::{AdminCommand, Cli, Command, ConfigCommand, UserCommand};
 use ztka::config::{FileConfig, LogConfig, ServeConfig};
 
 fn main() -> ExitCode {
@@ -62,6 +62,17 @@ async fn dispatch(command: Command, file: FileConfig) -> ExitCode {
                 Err(e) => usage(e),
             }
         }
+        Command::Admin(AdminCommand::User(cmd)) => admin_user(&file, cmd),
+        Command::Admin(AdminCommand::Grant(args)) => {
+            let data_dir = ztka::config::resolve_data_dir(&file, args.data.data_dir.as_ref());
+            match ztka::admin::grant(&data_dir, &args) {
+                Ok(g) => {
+                    println!("granted {} (grant {})", g.role.name(), g.id);
+                    ExitCode::SUCCESS
+                }
+                Err(e) => usage(e),
+            }
+        }
         Command::Healthcheck(args) => match ztka::healthcheck::run(&file, &args).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => failure(format!("unhealthy: {e}")),
@@ -88,6 +99,49 @@ async fn dispatch(command: Command, file: FileConfig) -> ExitCode {
             }
             Err(e) => usage(e),
         },
+    }
+}
+
+fn admin_user(file: &FileConfig, cmd: UserCommand) -> ExitCode {
+    let dir =
+        |d: &ztka::cli::DataDirArgs| ztka::config::resolve_data_dir(file, d.data_dir.as_ref());
+    let result = match cmd {
+        UserCommand::Create(a) => ztka::admin::create_user(
+            &dir(&a.data),
+            &a.user,
+            a.service,
+            a.password_file.as_deref(),
+            &a.display_name,
+        )
+        .map(|pw| match pw {
+            Some(pw) => {
+                println!("created user {} with password: {}", a.user, pw.expose());
+                println!("it must be changed at first sign-in");
+            }
+            None => println!("created user {}", a.user),
+        }),
+        UserCommand::List(a) => ztka::admin::list_users(&dir(&a.data)).map(|users| {
+            println!("{:<32} {:<8} {:<9} display name", "NAME", "KIND", "STATUS");
+            for u in users {
+                let kind = serde_json::to_value(u.kind)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                let status = if u.disabled { "disabled" } else { "active" };
+                println!(
+                    "{:<32} {:<8} {:<9} {}",
+                    u.name, kind, status, u.display_name
+                );
+            }
+        }),
+        UserCommand::Disable(a) => ztka::admin::set_disabled(&dir(&a.data), &a.user, true)
+            .map(|()| println!("disabled user {}", a.user)),
+        UserCommand::Enable(a) => ztka::admin::set_disabled(&dir(&a.data), &a.user, false)
+            .map(|()| println!("enabled user {}", a.user)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => usage(e),
     }
 }
 

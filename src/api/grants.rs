@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::extract::{Body, Page, Path, Query};
 use super::views::GrantView;
-use super::{ApiError, access, commit, subject_name, validate_name};
+use super::{ApiError, access, commit, subject_name};
 use crate::authn::caller::Caller;
 use crate::authz::{Act, Authorizer, Domain, Obj};
 use crate::domain::audit::Target;
@@ -168,39 +168,8 @@ pub async fn create(
             ),
         )
     })?;
-    match (role.scope(), &req.project) {
-        (ScopeKind::Organization, Some(_)) => {
-            return Err(ApiError::invalid(
-                "project",
-                format!("{} is an organization role; omit project", role.name()),
-            ));
-        }
-        (ScopeKind::Project | ScopeKind::Namespaces, None) => {
-            return Err(ApiError::invalid(
-                "project",
-                format!("{} needs a project", role.name()),
-            ));
-        }
-        _ => {}
-    }
-    match (role.scope(), req.namespaces.is_empty()) {
-        (ScopeKind::Namespaces, true) => {
-            return Err(ApiError::invalid(
-                "namespaces",
-                format!("{} needs at least one namespace", role.name()),
-            ));
-        }
-        (ScopeKind::Organization | ScopeKind::Project, false) => {
-            return Err(ApiError::invalid(
-                "namespaces",
-                format!("{} does not take namespaces", role.name()),
-            ));
-        }
-        _ => {}
-    }
-    for ns in &req.namespaces {
-        validate_name("namespaces", ns)?;
-    }
+    crate::domain::org::check_grant_scope(role, req.project.as_deref(), &req.namespaces)
+        .map_err(|(field, msg)| ApiError::invalid(field, msg))?;
     if req
         .expires_at
         .is_some_and(|t| t <= OffsetDateTime::now_utc())

@@ -426,3 +426,165 @@ impl Authorizer {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::org::Group;
+
+    /// What SPEC.md §2 says each role may do in the console, written independently of
+    /// `assets/authz/roles.csv`: (object, action) pairs allowed *within the role's scope*.
+    fn expected(role: Role, obj: Obj, act: Act) -> bool {
+        use Act::*;
+        use Obj::*;
+        match role {
+            Role::Admin => true,
+            Role::AdminReadOnly => act == Read,
+            Role::ProjectAdmin => matches!(
+                (obj, act),
+                (Projects, Read | Update)
+                    | (Clusters, _)
+                    | (Grants, Read | Create | Delete)
+                    | (Audit, Read)
+            ),
+            Role::ProjectReadOnly => {
+                act == Read && matches!(obj, Projects | Clusters | Grants | Audit)
+            }
+            Role::ClusterAdmin => matches!(
+                (obj, act),
+                (Projects, Read) | (Clusters, Read | Update) | (Audit, Read)
+            ),
+            Role::NamespaceAdmin | Role::NamespaceReadOnly => {
+                act == Read && matches!(obj, Projects | Clusters)
+            }
+        }
+    }
+
+    fn grant(subject: Subject, role: Role) -> Grant {
+        Grant {
+            id: Uuid::now_v7(),
+            subject,
+            role,
+            project: (role.scope() != crate::domain::org::ScopeKind::Organization)
+                .then(|| "in-scope".to_owned()),
+            namespaces: Vec::new(),
+            expires_at: None,
+            created_at: OffsetDateTime::now_utc(),
+            created_by: None,
+        }
+    }
+
+    async fn authorizer_with(
+        grants: &[Grant],
+        groups: &[Group],
+    ) -> (tempfile::TempDir, Authorizer) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (grants, groups) = (grants.to_vec(), groups.to_vec());
+        store
+            .write(move |txn| {
+                for g in &groups {
+                    store::named::insert(txn, g)?;
+                }
+                for g in &grants {
+                    store::grants::insert_grant(txn, g)?;
+                    store::casbin::add(txn, "g", &grouping_rule(g))?;
+                }
+                Ok(())
+            })
+            .await
+            .unwrap();
+        let authz = Authorizer::load(&store).await.unwrap();
+        (dir, authz)
+    }
+
+    #[tokio::test]
+    async fn every_role_every_action_in_and_out_of_scope() {
+        for role in Role::ALL {
+            // Directly, and through a group.
+            let user = Uuid::now_v7();
+            let group = Group {
+                id: Uuid::now_v7(),
+                name: "g".into(),
+                description: String::new(),
+                members: [user].into(),
+                created_at: OffsetDateTime::now_utc(),
+            };
+            for subject in [Subject::User(user), Subject::Group(group.id)] {
+                let (_dir, authz) =
+                    authorizer_with(&[grant(subject, role)], std::slice::from_ref(&group)).await;
+                for obj in Obj::ALL {
+                    for act in Act::ALL {
+                        let org_scoped =
+                            role.scope() == crate::domain::org::ScopeKind::Organization;
+                        let cases = [
+                            (Domain::Project("in-scope".into()), expected(role, obj, act)),
+                            (
+                                Domain::Project("other".into()),
+                                org_scoped && expected(role, obj, act),
+                            ),
+                            (Domain::Org, org_scoped && expected(role, obj, act)),
+                        ];
+                        for (domain, want) in cases {
+                            let got = authz.check(user, domain.clone(), obj, act).await.is_some();
+                            assert_eq!(
+                                got,
+                                want,
+                                "{} via {subject:?}: {} {} in {domain:?}",
+                                role.name(),
+                                act.as_str(),
+                                obj.as_str()
+                            );
+                        }
+                    }
+                }
+                // Nobody else gains anything.
+                let stranger = Uuid::now_v7();
+                assert!(
+                    authz
+                        .check(stranger, Domain::Org, Obj::Projects, Act::Read)
+                        .await
+                        .is_none()
+                );
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn removing_one_of_two_identical_grants_keeps_access() {
+        let user = Uuid::now_v7();
+        let a = grant(Subject::User(user), Role::ProjectReadOnly);
+        let b = grant(Subject::User(user), Role::ProjectReadOnly);
+        let (_dir, authz) = authorizer_with(&[a.clone(), b.clone()], &[]).await;
+        let dom = Domain::Project("in-scope".into());
+        authz.grant_removed(&a).await.unwrap();
+        assert!(
+            authz
+                .check(user, dom.clone(), Obj::Projects, Act::Read)
+                .await
+                .is_some()
+        );
+        authz.grant_removed(&b).await.unwrap();
+        assert!(
+            authz
+                .check(user, dom, Obj::Projects, Act::Read)
+                .await
+                .is_none()
+        );
+    }
+
+    #[tokio::test]
+    async fn expired_grants_are_ignored_at_load() {
+        let user = Uuid::now_v7();
+        let mut g = grant(Subject::User(user), Role::Admin);
+        g.expires_at = Some(OffsetDateTime::now_utc() - time::Duration::seconds(1));
+        let (_dir, authz) = authorizer_with(&[g], &[]).await;
+        assert!(
+            authz
+                .check(user, Domain::Org, Obj::Users, Act::Read)
+                .await
+                .is_none()
+        );
+        assert!(authz.effective_grants(user).is_empty());
+    }
+}

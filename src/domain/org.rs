@@ -293,3 +293,42 @@ impl Settings {
         Ok(())
     }
 }
+
+/// Checks that a role's scope matches what the grant names: organization roles take no
+/// project, project roles a project, namespace roles a project and namespaces. Returns the
+/// offending field and why.
+pub fn check_grant_scope(
+    role: Role,
+    project: Option<&str>,
+    namespaces: &[String],
+) -> Result<(), (&'static str, String)> {
+    match (role.scope(), project) {
+        (ScopeKind::Organization, Some(_)) => {
+            return Err((
+                "project",
+                format!("{} is an organization role; omit project", role.name()),
+            ));
+        }
+        (ScopeKind::Project | ScopeKind::Namespaces, None) => {
+            return Err(("project", format!("{} needs a project", role.name())));
+        }
+        _ => {}
+    }
+    match (role.scope(), namespaces.is_empty()) {
+        (ScopeKind::Namespaces, true) => Err((
+            "namespaces",
+            format!("{} needs at least one namespace", role.name()),
+        )),
+        (ScopeKind::Organization | ScopeKind::Project, false) => Err((
+            "namespaces",
+            format!("{} does not take namespaces", role.name()),
+        )),
+        _ => {
+            for ns in namespaces {
+                crate::domain::names::validate_name(ns)
+                    .map_err(|e| ("namespaces", format!("{ns:?} {e}")))?;
+            }
+            Ok(())
+        }
+    }
+}

@@ -152,3 +152,177 @@ pub fn mode(path: &Path) -> u32 {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
+
+/// A server started in this process (real listener, TLS and redb), for tests that also need
+/// to reach into its state, e.g. to age a session.
+pub struct InProcess {
+    pub server: ztka::serve::Server,
+    pub admin_password: String,
+    _dir: tempfile::TempDir,
+}
+
+impl InProcess {
+    pub async fn start() -> Self {
+        ztka::install_crypto_provider();
+        let dir = tempfile::tempdir().unwrap();
+        let config = ztka::config::ServeConfig {
+            data_dir: dir.path().to_owned(),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            external_url: ztka::config::ExternalUrl::parse("https://localhost:8443").unwrap(),
+            tls_files: None,
+            initial_admin_password: None,
+            shutdown_grace: Duration::from_secs(2),
+            handshake_timeout: Duration::from_secs(5),
+        };
+        let server = ztka::serve::Server::start(config, ztka::shutdown::Shutdown::new())
+            .await
+            .unwrap();
+        let admin_password = server
+            .generated_admin_password
+            .as_ref()
+            .unwrap()
+            .expose()
+            .to_owned();
+        Self {
+            server,
+            admin_password,
+            _dir: dir,
+        }
+    }
+
+    pub fn base(&self) -> String {
+        format!("https://localhost:{}", self.server.addr.port())
+    }
+
+    pub fn anonymous(&self) -> ApiClient {
+        ApiClient {
+            http: client_trusting(&[self.server.state.config.data_dir.join("ca.crt")], None),
+            base: self.base(),
+            cookie: None,
+            csrf: None,
+            bearer: None,
+            user_agent: "ztka-tests/1".into(),
+        }
+    }
+
+    /// Signs in; returns the client and the login response body.
+    pub async fn login(&self, user: &str, password: &str) -> (ApiClient, serde_json::Value) {
+        let mut c = self.anonymous();
+        let (status, body) = c
+            .post(
+                "/api/v1/auth/login",
+                serde_json::json!({"username": user, "password": password}),
+            )
+            .await;
+        assert_eq!(status, 200, "login {user}: {body}");
+        (c, body)
+    }
+
+    /// Signs in as admin and replaces the initial password.
+    pub async fn admin(&self) -> ApiClient {
+        let (mut c, _) = self.login("admin", &self.admin_password).await;
+        let (s, b) = c
+            .post(
+                "/api/v1/auth/password",
+                serde_json::json!({"current_password": self.admin_password, "new_password": ADMIN_PASSWORD}),
+            )
+            .await;
+        assert_eq!(s, 204, "{b}");
+        c
+    }
+}
+
+pub const ADMIN_PASSWORD: &str = "correct horse battery staple";
+
+/// A JSON API client that keeps the session cookie and CSRF token like the console does.
+#[derive(Clone)]
+pub struct ApiClient {
+    pub http: HttpsClient,
+    pub base: String,
+    pub cookie: Option<String>,
+    pub csrf: Option<String>,
+    pub bearer: Option<String>,
+    pub user_agent: String,
+}
+
+impl ApiClient {
+    pub async fn send(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: Option<Bytes>,
+        content_type: Option<&str>,
+    ) -> (u16, serde_json::Value) {
+        let mut req = hyper::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base))
+            .header("user-agent", &self.user_agent);
+        if let Some(ct) = content_type {
+            req = req.header("content-type", ct);
+        }
+        if let Some(c) = &self.cookie {
+            req = req.header("cookie", format!("ztka_session={c}"));
+        }
+        if let Some(t) = &self.csrf {
+            req = req.header("x-csrf-token", t);
+        }
+        if let Some(b) = &self.bearer {
+            req = req.header("authorization", format!("Bearer {b}"));
+        }
+        let req = req.body(Full::new(body.unwrap_or_default())).unwrap();
+        let res = self.http.send(req).await.unwrap();
+        if let Some(set) = res.headers().get("set-cookie") {
+            let v = set.to_str().unwrap();
+            assert!(
+                v.contains("HttpOnly") && v.contains("Secure") && v.contains("SameSite=Strict"),
+                "{v}"
+            );
+            let value = v
+                .split(';')
+                .next()
+                .unwrap()
+                .trim_start_matches("ztka_session=");
+            self.cookie = (!value.is_empty()).then(|| value.to_owned());
+        }
+        let status = res.status().as_u16();
+        let json = if res.body().is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_slice(res.body()).unwrap_or_else(|_| {
+                serde_json::Value::String(String::from_utf8_lossy(res.body()).into_owned())
+            })
+        };
+        if path == "/api/v1/auth/login" && status == 200 {
+            self.csrf = json["csrf_token"].as_str().map(str::to_owned);
+        }
+        (status, json)
+    }
+
+    pub async fn get(&mut self, path: &str) -> (u16, serde_json::Value) {
+        self.send("GET", path, None, None).await
+    }
+
+    pub async fn post(&mut self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+        self.send(
+            "POST",
+            path,
+            Some(Bytes::from(body.to_string())),
+            Some("application/json"),
+        )
+        .await
+    }
+
+    pub async fn patch(&mut self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+        self.send(
+            "PATCH",
+            path,
+            Some(Bytes::from(body.to_string())),
+            Some("application/json"),
+        )
+        .await
+    }
+
+    pub async fn delete(&mut self, path: &str) -> (u16, serde_json::Value) {
+        self.send("DELETE", path, None, None).await
+    }
+}

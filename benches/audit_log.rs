@@ -28,7 +28,7 @@ const USERS: u64 = 200;
 const CLUSTERS: u64 = 20;
 
 fn event(i: u64) -> NewEvent {
-    let status = if i % 50 == 0 { 403 } else { 200 };
+    let status = if i.is_multiple_of(50) { 403 } else { 200 };
     NewEvent {
         kind: EventKind::Kube,
         action: "kube.request".into(),

@@ -110,7 +110,7 @@ pub enum AuditCommand {
     /// link (exit 1).
     Verify(DataDirArgs),
     /// Write the events matching the filters as JSON Lines, oldest first.
-    Export(AuditExportArgs),
+    Export(Box<AuditExportArgs>),
     /// Append events durably in a loop, printing each acknowledged seq (crash tests).
     #[command(hide = true)]
     StressAppend(StressAppendArgs),

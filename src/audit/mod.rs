@@ -22,6 +22,7 @@ pub use crate::domain::audit::chain_hash;
 use crate::domain::audit::{
     AuditEvent, AuditPage, AuditQuery, Durability, MAX_PAGE, NewEvent, VerifyReport,
 };
+use crate::store::audit::Sealed;
 use crate::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -86,7 +87,7 @@ type Reply<T> = oneshot::Sender<Result<T, AuditError>>;
 #[allow(clippy::large_enum_variant)]
 enum Msg {
     Append {
-        event: AuditEvent,
+        event: Sealed,
         done: Option<Reply<()>>,
         _permit: OwnedSemaphorePermit,
     },
@@ -219,6 +220,7 @@ impl AuditLog {
             }
             Durability::Fast => (None, None),
         };
+        let index_keys = event.index_keys();
         let receipt = {
             let mut chain = self.inner.chain();
             let tx = chain.tx.clone().ok_or(AuditError::Closed)?;
@@ -232,13 +234,19 @@ impl AuditLog {
                 prev_hash: chain.prev_hash.clone(),
                 hash: String::new(),
             };
-            stored.hash = chain_hash(&stored)?;
+            let bytes = stored.seal()?;
             let receipt = Receipt {
                 seq: stored.seq,
                 hash: stored.hash.clone(),
             };
+            let sealed = Sealed {
+                seq: stored.seq,
+                index_keys,
+                hash: stored.hash,
+                bytes,
+            };
             tx.send(Msg::Append {
-                event: stored,
+                event: sealed,
                 done,
                 _permit: permit,
             })
@@ -333,6 +341,18 @@ impl AuditLog {
     }
 }
 
+impl AuditLog {
+    /// [`AuditLog::export_stream`] as a `Stream`, ready for `axum::body::Body::from_stream`.
+    pub fn export_byte_stream(
+        &self,
+        query: AuditQuery,
+    ) -> impl futures_util::Stream<Item = Result<Bytes, AuditError>> + Send + 'static {
+        futures_util::stream::unfold(self.export_stream(query), |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        })
+    }
+}
+
 /// Verifies the chain of a store (offline use: `ztka admin audit verify`).
 pub fn verify_store(store: &Store) -> Result<VerifyReport, AuditError> {
     Ok(store.read_blocking(crate::store::audit::verify)?)
@@ -393,7 +413,7 @@ struct Writer {
 
 #[derive(Default)]
 struct Batch {
-    events: Vec<AuditEvent>,
+    events: Vec<Sealed>,
     waiters: Vec<Reply<()>>,
     permits: Vec<OwnedSemaphorePermit>,
     flushes: Vec<Reply<()>>,
@@ -427,10 +447,16 @@ impl Writer {
         let mut next_sweep = Instant::now();
         loop {
             if self.retention_enabled() && Instant::now() >= next_sweep {
-                if let Err(e) = self.sweep() {
-                    tracing::error!(error = %e, "audit retention sweep failed");
-                }
-                next_sweep = Instant::now() + self.options.sweep_interval;
+                // One bounded step at a time, so a large backlog (say, after lowering the
+                // retention) is removed between batches instead of stalling appends.
+                next_sweep = match self.sweep_step() {
+                    Ok(removed) if removed == SWEEP_BUDGET => Instant::now(),
+                    Ok(_) => Instant::now() + self.options.sweep_interval,
+                    Err(e) => {
+                        tracing::error!(error = %e, "audit retention sweep failed");
+                        Instant::now() + self.options.sweep_interval
+                    }
+                };
             }
             let first = if self.retention_enabled() {
                 match self
@@ -535,7 +561,8 @@ impl Writer {
         }
     }
 
-    fn sweep(&self) -> Result<u64, StoreError> {
+    /// Removes at most [`SWEEP_BUDGET`] events beyond the retention limits.
+    fn sweep_step(&self) -> Result<u64, StoreError> {
         // An age too large to subtract from now keeps everything.
         let cutoff = self.options.retention_max_age.and_then(|age| {
             let age = time::Duration::try_from(age).ok()?;
@@ -545,20 +572,25 @@ impl Writer {
         if cutoff.is_none() && max.is_none() {
             return Ok(0);
         }
+        let removed = self
+            .store
+            .write_blocking(|txn| crate::store::audit::sweep(txn, cutoff, max, SWEEP_BUDGET))?;
+        if removed > 0 {
+            tracing::info!(removed, "audit retention removed old events");
+        }
+        Ok(removed)
+    }
+
+    /// Removes everything beyond the retention limits.
+    fn sweep(&self) -> Result<u64, StoreError> {
         let mut total = 0;
         loop {
-            let removed = self
-                .store
-                .write_blocking(|txn| crate::store::audit::sweep(txn, cutoff, max, SWEEP_BUDGET))?;
+            let removed = self.sweep_step()?;
             total += removed;
             if removed < SWEEP_BUDGET {
-                break;
+                return Ok(total);
             }
         }
-        if total > 0 {
-            tracing::info!(removed = total, "audit retention removed old events");
-        }
-        Ok(total)
     }
 }
 

@@ -690,4 +690,50 @@ async fn audit_export_writes_json_lines_for_the_filter() {
     }
     assert_eq!(streamed, out);
     assert!(chunks >= 2, "streamed a page at a time");
+
+    use futures_util::StreamExt;
+    let q = AuditQuery {
+        user: Some("carol".into()),
+        ..AuditQuery::default()
+    };
+    let body: Vec<Bytes> = log
+        .export_byte_stream(q)
+        .map(|c| c.unwrap())
+        .collect()
+        .await;
+    let lines = body
+        .iter()
+        .map(|b| b.split(|c| *c == b'\n').filter(|l| !l.is_empty()).count())
+        .sum::<usize>();
+    assert_eq!(lines, 2500 / 3);
+}
+
+#[tokio::test]
+async fn audit_retention_runs_periodically_in_the_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = AuditOptions {
+        retention_max_events: Some(10),
+        retention_max_age: None,
+        sweep_interval: Duration::from_millis(50),
+        ..AuditOptions::default()
+    };
+    let (store, log) = open(dir.path(), options);
+    for i in 0..30 {
+        log.append(varied(i), Durability::Fast).await.unwrap();
+    }
+    log.flush().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while store.read_blocking(crate::store::audit::count).unwrap() > 10 {
+        assert!(Instant::now() < deadline, "the periodic sweep did not run");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(log.verify().await.unwrap().is_intact());
+}
+
+#[test]
+fn audit_query_from_a_request_cannot_widen_project_visibility() {
+    let q: AuditQuery =
+        serde_json::from_str(r#"{"user":"bob","projects_visible":["secret-project"]}"#).unwrap();
+    assert_eq!(q.user.as_deref(), Some("bob"));
+    assert_eq!(q.projects_visible, None);
 }

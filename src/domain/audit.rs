@@ -126,6 +126,39 @@ pub struct NewEvent {
 }
 
 impl NewEvent {
+    /// The values this event is indexed under, as `field=value`: a query filter on `field`
+    /// looks up exactly these strings. Dense values are left out (see
+    /// [`EventKind::is_indexed`]); filters on them are answered by scanning.
+    pub fn index_keys(&self) -> Vec<String> {
+        let e = self;
+        let mut keys = Vec::with_capacity(8);
+        if e.kind.is_indexed() {
+            keys.push(format!("kind={}", e.kind.as_str()));
+        }
+        if action_is_indexed(&e.action) {
+            keys.push(format!("action={}", e.action));
+        }
+        if e.outcome.is_indexed() {
+            keys.push(format!("outcome={}", e.outcome.as_str()));
+        }
+        if let Some(name) = &e.actor.user_name {
+            keys.push(format!("user={name}"));
+        }
+        if let Some(id) = e.actor.user_id {
+            keys.push(format!("user_id={id}"));
+        }
+        if let Some(c) = &e.target.cluster {
+            keys.push(format!("cluster={c}"));
+        }
+        if let Some(p) = &e.target.project {
+            keys.push(format!("project={p}"));
+        }
+        if let Some(n) = &e.target.namespace {
+            keys.push(format!("namespace={n}"));
+        }
+        keys
+    }
+
     pub fn system(action: impl Into<String>, target: Target) -> Self {
         Self {
             kind: EventKind::System,
@@ -161,32 +194,55 @@ pub struct AuditEvent {
     pub hash: String,
 }
 
-impl AuditEvent {
-    /// The values this event is indexed under, as `field=value`: a query filter on `field`
-    /// looks up exactly these strings.
-    pub fn index_keys(&self) -> Vec<String> {
-        let e = &self.event;
-        let mut keys = Vec::with_capacity(8);
-        keys.push(format!("kind={}", e.kind.as_str()));
-        keys.push(format!("action={}", e.action));
-        keys.push(format!("outcome={}", e.outcome.as_str()));
-        if let Some(name) = &e.actor.user_name {
-            keys.push(format!("user={name}"));
-        }
-        if let Some(id) = e.actor.user_id {
-            keys.push(format!("user_id={id}"));
-        }
-        if let Some(c) = &e.target.cluster {
-            keys.push(format!("cluster={c}"));
-        }
-        if let Some(p) = &e.target.project {
-            keys.push(format!("project={p}"));
-        }
-        if let Some(n) = &e.target.namespace {
-            keys.push(format!("namespace={n}"));
-        }
-        keys
+impl EventKind {
+    /// Only the rare kind is indexed: `kube` events are the bulk of the log, so a filter on
+    /// them finds its matches at once by scanning, and indexing them would only cost writes.
+    pub fn is_indexed(self) -> bool {
+        self == EventKind::System
     }
+}
+
+impl Outcome {
+    /// Only the rare outcomes are indexed (see [`EventKind::is_indexed`]).
+    pub fn is_indexed(self) -> bool {
+        self != Outcome::Success
+    }
+}
+
+/// `kube.*` actions go with every proxied request (dense); other actions are indexed.
+pub fn action_is_indexed(action: &str) -> bool {
+    !action.starts_with("kube.")
+}
+
+impl AuditEvent {
+    pub fn index_keys(&self) -> Vec<String> {
+        self.event.index_keys()
+    }
+
+    /// Sets `hash` (which must be empty) from `prev_hash` and the canonical encoding, and
+    /// returns the stored encoding. `hash` is the struct's last field, so the stored JSON is
+    /// the canonical JSON with the empty hash filled in: one serialization per event.
+    pub fn seal(&mut self) -> Result<Vec<u8>, serde_json::Error> {
+        self.hash.clear();
+        let mut bytes = serde_json::to_vec(self)?;
+        self.hash = hash_canonical(&self.prev_hash, &bytes);
+        const EMPTY_HASH_TAIL: &[u8] = b"\"hash\":\"\"}";
+        if bytes.ends_with(EMPTY_HASH_TAIL) {
+            bytes.truncate(bytes.len() - 2);
+            bytes.extend_from_slice(self.hash.as_bytes());
+            bytes.extend_from_slice(b"\"}");
+            Ok(bytes)
+        } else {
+            serde_json::to_vec(self)
+        }
+    }
+}
+
+fn hash_canonical(prev_hash: &str, canonical: &[u8]) -> String {
+    let mut h = Sha256::new();
+    h.update(prev_hash.as_bytes());
+    h.update(canonical);
+    hex::encode(h.finalize())
 }
 
 /// Hex SHA-256 over the previous hash and the event's canonical encoding: its JSON with
@@ -200,10 +256,7 @@ pub fn chain_hash(event: &AuditEvent) -> Result<String, serde_json::Error> {
         unhashed.hash.clear();
         serde_json::to_vec(&unhashed)?
     };
-    let mut h = Sha256::new();
-    h.update(event.prev_hash.as_bytes());
-    h.update(&canonical);
-    Ok(hex::encode(h.finalize()))
+    Ok(hash_canonical(&event.prev_hash, &canonical))
 }
 
 /// Whether `append` returns after the event is on disk, or once it is queued.
@@ -257,6 +310,8 @@ pub struct AuditQuery {
     pub status: Option<u16>,
     /// Restricts the result to events of these projects (for project-scoped viewers).
     /// `Some(vec![])` matches nothing; events without a project are never visible here.
+    /// Set by the server from the viewer's grants, never read from a request.
+    #[serde(skip)]
     pub projects_visible: Option<Vec<String>>,
     /// The `next_cursor` of the previous page: continue after that sequence number.
     pub cursor: Option<u64>,
@@ -376,5 +431,26 @@ impl std::fmt::Display for VerifyReport {
                 write!(f, "BROKEN at seq {seq}: {reason}")
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn audit_seal_matches_chain_hash_and_plain_encoding() {
+        let mut e = AuditEvent {
+            seq: 7,
+            time: OffsetDateTime::UNIX_EPOCH,
+            event: NewEvent::system("user.create", Target::default()),
+            prev_hash: GENESIS_HASH.to_owned(),
+            hash: String::new(),
+        };
+        e.event.details = serde_json::json!({"hash": "", "b": [1, 2]});
+        let bytes = e.seal().unwrap();
+        assert_eq!(bytes, serde_json::to_vec(&e).unwrap());
+        assert_eq!(chain_hash(&e).unwrap(), e.hash);
+        assert_eq!(e.hash.len(), 64);
     }
 }

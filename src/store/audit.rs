@@ -10,7 +10,8 @@ use time::OffsetDateTime;
 use super::tables::{AUDIT_EVENTS, AUDIT_INDEX, META};
 use super::{Result, StoreError, decode, encode};
 use crate::domain::audit::{
-    Anchor, AuditEvent, AuditPage, AuditQuery, GENESIS_HASH, Order, VerifyReport, chain_hash,
+    Anchor, AuditEvent, AuditPage, AuditQuery, GENESIS_HASH, Order, VerifyReport,
+    action_is_indexed, chain_hash,
 };
 
 /// The newest committed event (seq, hash), written in the same transaction as the events.
@@ -32,17 +33,27 @@ fn corrupt(message: String) -> StoreError {
     StoreError::Db(redb::Error::Corrupted(message))
 }
 
-/// Appends events that already carry their sequence numbers and hashes, with their index
-/// entries, and records the new head. The caller commits (one commit per batch).
-pub fn append_batch(txn: &WriteTransaction, events: &[AuditEvent]) -> Result<()> {
+/// An event ready to store: its place in the chain, its stored encoding and index keys,
+/// all computed by the appender so the writer only inserts.
+#[derive(Debug, Clone)]
+pub struct Sealed {
+    pub seq: u64,
+    pub hash: String,
+    pub bytes: Vec<u8>,
+    pub index_keys: Vec<String>,
+}
+
+/// Appends sealed events with their index entries and records the new head. The caller
+/// commits (one commit per batch).
+pub fn append_batch(txn: &WriteTransaction, events: &[Sealed]) -> Result<()> {
     let Some(last) = events.last() else {
         return Ok(());
     };
     let mut table = txn.open_table(AUDIT_EVENTS)?;
     let mut index = txn.open_table(AUDIT_INDEX)?;
     for event in events {
-        table.insert(event.seq, encode(event)?.as_slice())?;
-        for key in event.index_keys() {
+        table.insert(event.seq, event.bytes.as_slice())?;
+        for key in &event.index_keys {
             index.insert((key.as_str(), event.seq), ())?;
         }
     }
@@ -186,14 +197,17 @@ fn index_terms(q: &AuditQuery) -> Vec<Term> {
     one("cluster", &q.cluster);
     one("project", &q.project);
     one("namespace", &q.namespace);
-    one("action", &q.action);
+    if let Some(a) = q.action.as_deref().filter(|a| action_is_indexed(a)) {
+        terms.push(Term(vec![format!("action={a}")]));
+    }
     if let Some(u) = &q.user {
         terms.push(Term(vec![format!("user={u}"), format!("user_id={u}")]));
     }
-    if let Some(k) = q.kind {
+    // Dense values have no index entries: the scan answers them (see `EventKind::is_indexed`).
+    if let Some(k) = q.kind.filter(|k| k.is_indexed()) {
         terms.push(Term(vec![format!("kind={}", k.as_str())]));
     }
-    if let Some(o) = q.outcome {
+    if let Some(o) = q.outcome.filter(|o| o.is_indexed()) {
         terms.push(Term(vec![format!("outcome={}", o.as_str())]));
     }
     if let Some(ps) = &q.projects_visible {

@@ -17,7 +17,9 @@ const GRANTS: usize = 10_000;
 const DECISIONS: usize = 200_000;
 
 fn main() -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(run())
 }
 
@@ -25,7 +27,10 @@ fn main() -> anyhow::Result<()> {
 struct Lcg(u64);
 impl Lcg {
     fn next(&mut self, n: usize) -> usize {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         ((self.0 >> 33) as usize) % n
     }
 }
@@ -116,7 +121,9 @@ async fn run() -> anyhow::Result<()> {
             .await?;
     }
     let load = Instant::now();
-    let authz = Authorizer::load(&store).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let authz = Authorizer::load(&store)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let load_ms = load.elapsed().as_secs_f64() * 1e3;
     println!(
         "data: {USERS} users, {GROUPS} groups, {GRANTS} grants over {PROJECTS} projects (written in {:.0} ms)",
@@ -134,7 +141,12 @@ async fn run() -> anyhow::Result<()> {
         let domain = Domain::Project(format!("project-{}", rng.next(PROJECTS)));
         let t = Instant::now();
         if authz
-            .check(user, domain, objs[rng.next(objs.len())], acts[rng.next(acts.len())])
+            .check(
+                user,
+                domain,
+                objs[rng.next(objs.len())],
+                acts[rng.next(acts.len())],
+            )
             .await
             .is_some()
         {

@@ -3,8 +3,12 @@
 
 use std::path::Path;
 
+use crate::audit::{AuditError, AuditLog, AuditOptions};
 use crate::authn::password;
 use crate::config::{Secret, read_secret_file};
+use crate::domain::audit::{
+    Actor, AuditQuery, Durability, EventKind, KubeRequest, NewEvent, Order, Target, VerifyReport,
+};
 use crate::domain::user::{UserKind, check_password_policy};
 use crate::store::{self, Store, StoreError};
 
@@ -20,6 +24,165 @@ pub enum AdminError {
     Policy(String),
     #[error("{0}")]
     Other(String),
+    #[error(transparent)]
+    Audit(#[from] AuditError),
+    #[error("cannot write {path}: {source}")]
+    Output {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl AdminError {
+    /// Problems the operator must fix (exit code 2), versus failures while working (1).
+    pub fn is_usage(&self) -> bool {
+        matches!(
+            self,
+            AdminError::Store(
+                StoreError::Locked(_)
+                    | StoreError::NotWritable { .. }
+                    | StoreError::TooNew { .. }
+                    | StoreError::UpgradeRequired { .. }
+            ) | AdminError::NoSuchUser(_)
+                | AdminError::NotLocal(_)
+                | AdminError::Policy(_)
+                | AdminError::Other(_)
+                | AdminError::Output { .. }
+        )
+    }
+}
+
+/// Opens the database of a data directory that must already hold one.
+fn open_existing(data_dir: &Path) -> Result<Store, AdminError> {
+    if !data_dir.join(store::DATABASE_FILE).exists() {
+        return Err(AdminError::Other(format!(
+            "{} holds no ztka database",
+            data_dir.display()
+        )));
+    }
+    Ok(Store::open(data_dir)?)
+}
+
+/// `ztka admin audit verify`.
+pub fn audit_verify(data_dir: &Path) -> Result<VerifyReport, AdminError> {
+    let store = open_existing(data_dir)?;
+    Ok(crate::audit::verify_store(&store)?)
+}
+
+/// `ztka admin audit export`: JSON Lines, oldest first, to `output` (mode 0600) or stdout.
+pub fn audit_export(
+    data_dir: &Path,
+    query: &AuditQuery,
+    output: Option<&Path>,
+) -> Result<u64, AdminError> {
+    use std::io::BufWriter;
+    let store = open_existing(data_dir)?;
+    let mut query = query.clone();
+    query.order = Order::OldestFirst;
+    match output {
+        Some(path) => {
+            use std::os::unix::fs::OpenOptionsExt;
+            let out_err = |source| AdminError::Output {
+                path: path.to_owned(),
+                source,
+            };
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(path)
+                .map_err(out_err)?;
+            let mut out = BufWriter::new(file);
+            let n = crate::audit::export_jsonl(&store, &query, &mut out)?;
+            out.into_inner()
+                .map_err(|e| out_err(e.into_error()))?
+                .sync_all()
+                .map_err(out_err)?;
+            Ok(n)
+        }
+        None => {
+            let stdout = std::io::stdout();
+            let mut out = BufWriter::new(stdout.lock());
+            Ok(crate::audit::export_jsonl(&store, &query, &mut out)?)
+        }
+    }
+}
+
+/// The hidden `ztka admin audit stress-append`: `writers` tasks append durably and print
+/// each acknowledged seq on its own line, while one more appends `Fast` events; runs until
+/// killed or `count` acknowledgements. Crash tests kill it at random moments.
+pub async fn audit_stress_append(
+    data_dir: &Path,
+    writers: usize,
+    count: Option<u64>,
+) -> Result<(), AdminError> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let store = Store::open(data_dir)?;
+    let options = AuditOptions {
+        retention_max_age: None,
+        retention_max_events: None,
+        ..AuditOptions::default()
+    };
+    let log = AuditLog::open_with(store, options)?;
+    let acked = Arc::new(AtomicU64::new(0));
+    let limit = count.unwrap_or(u64::MAX);
+    let mut tasks = tokio::task::JoinSet::new();
+    for w in 0..writers.max(1) + 1 {
+        let log = log.clone();
+        let acked = acked.clone();
+        let durable = w < writers.max(1);
+        tasks.spawn(async move {
+            let mut i = 0u64;
+            while acked.load(Ordering::Relaxed) < limit {
+                i += 1;
+                let event = stress_event(w, i);
+                if durable {
+                    let receipt = log.append(event, Durability::Durable).await?;
+                    acked.fetch_add(1, Ordering::Relaxed);
+                    println!("{}", receipt.seq);
+                } else {
+                    log.append(event, Durability::Fast).await?;
+                    tokio::task::yield_now().await;
+                }
+            }
+            Ok::<_, AuditError>(())
+        });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        joined.map_err(|e| AdminError::Other(e.to_string()))??;
+    }
+    log.close().await?;
+    Ok(())
+}
+
+fn stress_event(writer: usize, i: u64) -> NewEvent {
+    NewEvent {
+        kind: EventKind::Kube,
+        action: "kube.request".into(),
+        actor: Actor {
+            user_name: Some(format!("stress-{writer}")),
+            ..Actor::default()
+        },
+        target: Target {
+            kind: "pods".into(),
+            name: Some(format!("pod-{i}")),
+            project: Some("stress".into()),
+            cluster: Some(format!("cluster-{}", i % 3)),
+            namespace: Some("default".into()),
+        },
+        outcome: crate::domain::audit::Outcome::Success,
+        status: 200,
+        request_id: format!("{writer}-{i}"),
+        details: serde_json::Value::Null,
+        kube: Some(KubeRequest {
+            method: "GET".into(),
+            verb: "get".into(),
+            resource: "pods".into(),
+            ..KubeRequest::default()
+        }),
+    }
 }
 
 /// Sets a new password (generated unless given) and requires a change at next sign-in.
@@ -92,16 +255,6 @@ fn audit_offline(
     result
         .map(|_| ())
         .map_err(|e| AdminError::Other(e.to_string()))
-}
-
-fn open_existing(data_dir: &Path) -> Result<Store, AdminError> {
-    if !data_dir.join(store::DATABASE_FILE).exists() {
-        return Err(AdminError::Other(format!(
-            "{} holds no ztka database",
-            data_dir.display()
-        )));
-    }
-    Ok(Store::open(data_dir)?)
 }
 
 /// Creates a user; returns the generated password of a local user, if one was generated.

@@ -104,6 +104,9 @@ pub enum AdminCommand {
     User(UserCommand),
     /// Grant a role to a user or group.
     Grant(GrantArgs),
+    /// Verify or export the audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -179,6 +182,91 @@ pub struct GrantArgs {
     /// Comma-separated namespaces, for namespace roles.
     #[arg(long, env = "ZTKA_GRANT_NAMESPACES", value_delimiter = ',')]
     pub namespaces: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Walk the hash chain: print OK with the event count and head, or the first broken
+    /// link (exit 1).
+    Verify(DataDirArgs),
+    /// Write the events matching the filters as JSON Lines, oldest first.
+    Export(Box<AuditExportArgs>),
+    /// Append events durably in a loop, printing each acknowledged seq (crash tests).
+    #[command(hide = true)]
+    StressAppend(StressAppendArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AuditExportArgs {
+    #[command(flatten)]
+    pub data: DataDirArgs,
+
+    /// Write to this file instead of standard output.
+    #[arg(long, short, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+
+    /// Events at or after this time (RFC 3339, e.g. 2026-01-31T00:00:00Z).
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    pub from: Option<time::OffsetDateTime>,
+
+    /// Events before this time (RFC 3339).
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    pub to: Option<time::OffsetDateTime>,
+
+    /// User name or id.
+    #[arg(long)]
+    pub user: Option<String>,
+    #[arg(long)]
+    pub cluster: Option<String>,
+    #[arg(long)]
+    pub project: Option<String>,
+    #[arg(long)]
+    pub namespace: Option<String>,
+    /// `system` or `kube`.
+    #[arg(long, value_parser = parse_kind)]
+    pub kind: Option<crate::domain::audit::EventKind>,
+    /// e.g. `auth.login`, `user.create`, `kube.request`.
+    #[arg(long)]
+    pub action: Option<String>,
+    /// `success`, `denied` or `error`.
+    #[arg(long, value_parser = parse_outcome)]
+    pub outcome: Option<crate::domain::audit::Outcome>,
+    /// Kubernetes verb.
+    #[arg(long)]
+    pub verb: Option<String>,
+    /// Kubernetes resource.
+    #[arg(long)]
+    pub resource: Option<String>,
+    /// HTTP status code.
+    #[arg(long)]
+    pub status: Option<u16>,
+}
+
+#[derive(Debug, Args)]
+pub struct StressAppendArgs {
+    #[command(flatten)]
+    pub data: DataDirArgs,
+    /// Concurrent durable appenders.
+    #[arg(long, default_value_t = 4)]
+    pub writers: usize,
+    /// Stop after this many acknowledged events (default: until killed).
+    #[arg(long)]
+    pub count: Option<u64>,
+}
+
+fn parse_time(s: &str) -> Result<time::OffsetDateTime, String> {
+    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .map_err(|e| format!("not an RFC 3339 time: {e}"))
+}
+
+fn parse_kind(s: &str) -> Result<crate::domain::audit::EventKind, String> {
+    serde_json::from_value(serde_json::Value::String(s.to_owned()))
+        .map_err(|_| "expected system or kube".to_owned())
+}
+
+fn parse_outcome(s: &str) -> Result<crate::domain::audit::Outcome, String> {
+    serde_json::from_value(serde_json::Value::String(s.to_owned()))
+        .map_err(|_| "expected success, denied or error".to_owned())
 }
 
 #[derive(Debug, Args)]

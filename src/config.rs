@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::audit::{AuditOptions, DEFAULT_RETENTION_DAYS};
 use crate::cli::{LogFormat, ServeArgs};
 
 pub const DEFAULT_DATA_DIR: &str = "./ztka-data";
@@ -62,6 +63,30 @@ pub struct FileConfig {
     pub server: FileServer,
     #[serde(default)]
     pub log: FileLog,
+    #[serde(default)]
+    pub audit: FileAudit,
+}
+
+/// `[audit]`: retention. Events beyond either limit are removed oldest first by a periodic
+/// sweep that keeps the chain verifiable. `0` disables a limit.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileAudit {
+    /// Keep events for this many days (default 365; 0 keeps them forever).
+    pub retention_days: Option<u64>,
+    /// Keep at most this many events (default no limit).
+    pub retention_max_events: Option<u64>,
+}
+
+impl FileAudit {
+    pub fn options(&self) -> AuditOptions {
+        let days = self.retention_days.unwrap_or(DEFAULT_RETENTION_DAYS);
+        AuditOptions {
+            retention_max_age: (days > 0).then(|| Duration::from_secs(days.saturating_mul(86_400))),
+            retention_max_events: self.retention_max_events.filter(|n| *n > 0),
+            ..AuditOptions::default()
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -181,6 +206,7 @@ pub struct ServeConfig {
     pub initial_admin_password: Option<Secret>,
     pub shutdown_grace: Duration,
     pub handshake_timeout: Duration,
+    pub audit: AuditOptions,
 }
 
 impl ServeConfig {
@@ -243,6 +269,7 @@ impl ServeConfig {
             handshake_timeout: Duration::from_secs(
                 file.server.handshake_timeout_secs.unwrap_or(10).max(1),
             ),
+            audit: file.audit.options(),
         })
     }
 }
@@ -322,6 +349,21 @@ mod tests {
         assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
         assert_eq!(c.external_url.url, DEFAULT_EXTERNAL_URL);
         assert_eq!(c.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
+    }
+
+    #[test]
+    fn audit_retention_defaults_and_overrides() {
+        let o = FileConfig::default().audit.options();
+        assert_eq!(o.retention_max_age, Some(Duration::from_secs(365 * 86_400)));
+        assert_eq!(o.retention_max_events, None);
+        let file: FileConfig =
+            toml::from_str("[audit]\nretention_days = 0\nretention_max_events = 1000\n").unwrap();
+        let o = ServeConfig::resolve(&file, &ServeArgs::default())
+            .unwrap()
+            .audit;
+        assert_eq!(o.retention_max_age, None);
+        assert_eq!(o.retention_max_events, Some(1000));
+        assert!(toml::from_str::<FileConfig>("[audit]\nretention = 1\n").is_err());
     }
 
     #[test]

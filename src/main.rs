@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use ztka::cli::{AdminCommand, Cli, Command, ConfigCommand, UserCommand};
+use ztka::cli::{AdminCommand, AuditCommand, Cli, Command, ConfigCommand, UserCommand};
 use ztka::config::{FileConfig, LogConfig, ServeConfig};
 
 fn main() -> ExitCode {
@@ -73,6 +73,7 @@ async fn dispatch(command: Command, file: FileConfig) -> ExitCode {
                 Err(e) => usage(e),
             }
         }
+        Command::Admin(AdminCommand::Audit(cmd)) => audit(cmd, &file).await,
         Command::Healthcheck(args) => match ztka::healthcheck::run(&file, &args).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => failure(format!("unhealthy: {e}")),
@@ -95,6 +96,13 @@ async fn dispatch(command: Command, file: FileConfig) -> ExitCode {
                     println!("initial_admin_password = <set>");
                 }
                 println!("shutdown_grace_secs = {}", config.shutdown_grace.as_secs());
+                match config.audit.retention_max_age {
+                    Some(age) => println!("audit.retention_days = {}", age.as_secs() / 86_400),
+                    None => println!("audit.retention_days = 0 (keep forever)"),
+                }
+                if let Some(n) = config.audit.retention_max_events {
+                    println!("audit.retention_max_events = {n}");
+                }
                 ExitCode::SUCCESS
             }
             Err(e) => usage(e),
@@ -142,6 +150,59 @@ fn admin_user(file: &FileConfig, cmd: UserCommand) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => usage(e),
+    }
+}
+
+async fn audit(command: AuditCommand, file: &FileConfig) -> ExitCode {
+    let data_dir = |args: &ztka::cli::DataDirArgs| {
+        ztka::config::resolve_data_dir(file, args.data_dir.as_ref())
+    };
+    let admin_error = |e: ztka::admin::AdminError| {
+        if e.is_usage() { usage(e) } else { failure(e) }
+    };
+    match command {
+        AuditCommand::Verify(args) => match ztka::admin::audit_verify(&data_dir(&args)) {
+            Ok(report) if report.is_intact() => {
+                println!("{report}");
+                ExitCode::SUCCESS
+            }
+            Ok(report) => failure(report),
+            Err(e) => admin_error(e),
+        },
+        AuditCommand::Export(args) => {
+            let query = ztka::domain::audit::AuditQuery {
+                from: args.from,
+                to: args.to,
+                user: args.user,
+                cluster: args.cluster,
+                project: args.project,
+                namespace: args.namespace,
+                kind: args.kind,
+                action: args.action,
+                outcome: args.outcome,
+                verb: args.verb,
+                resource: args.resource,
+                status: args.status,
+                ..Default::default()
+            };
+            match ztka::admin::audit_export(&data_dir(&args.data), &query, args.output.as_deref()) {
+                Ok(n) => {
+                    if let Some(path) = &args.output {
+                        eprintln!("ztka: exported {n} events to {}", path.display());
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => admin_error(e),
+            }
+        }
+        AuditCommand::StressAppend(args) => {
+            match ztka::admin::audit_stress_append(&data_dir(&args.data), args.writers, args.count)
+                .await
+            {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => admin_error(e),
+            }
+        }
     }
 }
 

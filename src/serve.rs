@@ -79,7 +79,8 @@ impl Server {
         };
         let (store, pki, generated_admin_password) = prepared;
         let tls = pki.server_config()?;
-        let audit = AuditLog::open(store.clone()).map_err(|e| ServeError::Join(e.to_string()))?;
+        let audit = AuditLog::open_with(store.clone(), config.audit.clone())
+            .map_err(|e| ServeError::Join(e.to_string()))?;
         let listener =
             TcpListener::bind(config.listen)
                 .await
@@ -132,6 +133,10 @@ impl Server {
                 ?grace,
                 "connections still open after the grace period; closing them"
             );
+        }
+        // Queued `Fast` events reach the disk before the process exits.
+        if let Err(e) = self.state.audit.close().await {
+            tracing::error!(error = %e, "cannot flush the audit log");
         }
     }
 }

@@ -1,13 +1,28 @@
-//! The audit log interface every caller uses. This first version appends each event in its
-//! own redb transaction with the SHA-256 chain; the storage behind `append` can change
-//! (group commit, indexes) without touching callers.
+//! The audit log: append with group commit, query, export, verify and retention.
+//!
+//! Appends are sequenced and hashed under a short lock (so `Fast` can hand back the receipt
+//! at once), then queued to one writer thread. The writer gathers whatever is queued (waiting
+//! at most `group_commit_wait` for more) and commits it as one redb transaction; `Durable`
+//! callers are woken only after that commit. Queue space is a semaphore released after the
+//! commit, so a stalled disk pushes back on callers instead of growing memory. Dropping the
+//! last handle (or [`AuditLog::close`]) lets the writer commit what is queued and stop.
 
-use std::sync::Arc;
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError, TryRecvError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
-use sha2::{Digest, Sha256};
-use tokio::sync::Mutex;
+use bytes::Bytes;
+use time::OffsetDateTime;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
-use crate::domain::audit::{AuditEvent, Durability, GENESIS_HASH, NewEvent};
+pub use crate::domain::audit::chain_hash;
+use crate::domain::audit::{
+    AuditEvent, AuditPage, AuditQuery, Durability, MAX_PAGE, NewEvent, VerifyReport,
+};
+use crate::store::audit::Sealed;
 use crate::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -16,6 +31,12 @@ pub enum AuditError {
     Store(#[from] StoreError),
     #[error("audit log is closed")]
     Closed,
+    #[error("audit events could not be written: {0}")]
+    Write(String),
+    #[error("cannot encode audit event: {0}")]
+    Encode(#[from] serde_json::Error),
+    #[error("cannot write the export: {0}")]
+    Io(#[from] std::io::Error),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,67 +45,554 @@ pub struct Receipt {
     pub hash: String,
 }
 
+/// Tuning and retention for the audit log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditOptions {
+    /// Remove events older than this. `None` keeps them regardless of age.
+    pub retention_max_age: Option<Duration>,
+    /// Keep at most this many events. `None` keeps any number.
+    pub retention_max_events: Option<u64>,
+    /// How often the writer runs the retention sweep (also once at start).
+    pub sweep_interval: Duration,
+    /// How long the writer waits for more events before committing a batch.
+    pub group_commit_wait: Duration,
+    /// Most events in one transaction.
+    pub max_batch: usize,
+    /// Events queued but not yet committed before `append` waits for room.
+    pub queue_capacity: usize,
+}
+
+pub const DEFAULT_RETENTION_DAYS: u64 = 365;
+
+impl Default for AuditOptions {
+    fn default() -> Self {
+        Self {
+            retention_max_age: Some(Duration::from_secs(DEFAULT_RETENTION_DAYS * 86_400)),
+            retention_max_events: None,
+            sweep_interval: Duration::from_secs(3600),
+            group_commit_wait: Duration::from_millis(2),
+            max_batch: 8192,
+            queue_capacity: 65_536,
+        }
+    }
+}
+
+/// Events removed per sweep transaction, so one sweep never holds the writer for long.
+const SWEEP_BUDGET: u64 = 20_000;
+
+type Reply<T> = oneshot::Sender<Result<T, AuditError>>;
+
+// Append is nearly every message: boxing it would cost an allocation per event to shrink
+// the rare Flush and Sweep.
+#[allow(clippy::large_enum_variant)]
+enum Msg {
+    Append {
+        event: Sealed,
+        done: Option<Reply<()>>,
+        _permit: OwnedSemaphorePermit,
+    },
+    Flush(Reply<()>),
+    Sweep(Reply<u64>),
+}
+
+struct Chain {
+    next_seq: u64,
+    prev_hash: String,
+    last_time: OffsetDateTime,
+    tx: Option<mpsc::Sender<Msg>>,
+}
+
+struct Inner {
+    store: Store,
+    chain: Mutex<Chain>,
+    permits: Arc<Semaphore>,
+    closing: Arc<AtomicBool>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Inner {
+    fn chain(&self) -> std::sync::MutexGuard<'_, Chain> {
+        // Nothing in the critical section panics; a poisoned lock still holds a valid chain.
+        self.chain.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn send(&self, msg: Msg) -> Result<(), AuditError> {
+        let chain = self.chain();
+        let tx = chain.tx.as_ref().ok_or(AuditError::Closed)?;
+        tx.send(msg).map_err(|_| AuditError::Closed)
+    }
+
+    /// Stops accepting events and waits until the writer has committed the queue.
+    fn shut_down(&self) {
+        self.closing.store(true, Ordering::SeqCst);
+        drop(self.chain().tx.take());
+        let handle = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(h) = handle
+            && h.join().is_err()
+        {
+            tracing::error!("the audit writer thread panicked");
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.shut_down();
+    }
+}
+
+/// The audit log handle; cheap to clone.
 #[derive(Clone)]
 pub struct AuditLog {
-    store: Store,
-    /// Serializes appends so the chain has one writer.
-    head: Arc<Mutex<(u64, String)>>,
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditLog").finish_non_exhaustive()
+    }
 }
 
 impl AuditLog {
+    /// Opens the log with the default options. Blocking (reads the chain head).
     pub fn open(store: Store) -> Result<Self, AuditError> {
-        let head = store
-            .read_blocking(crate::store::audit::head)?
-            .unwrap_or((0, GENESIS_HASH.to_owned()));
+        Self::open_with(store, AuditOptions::default())
+    }
+
+    /// Opens the log and starts its writer thread. Blocking (reads the chain head).
+    pub fn open_with(store: Store, options: AuditOptions) -> Result<Self, AuditError> {
+        let tip = store.read_blocking(crate::store::audit::chain_tip)?;
+        if let Some(recorded) = store.read_blocking(crate::store::audit::recorded_head)?
+            && (recorded.seq != tip.seq || recorded.hash != tip.hash)
+        {
+            tracing::error!(
+                recorded_seq = recorded.seq,
+                stored_seq = tip.seq,
+                "the audit log's last event differs from the recorded head; run `ztka admin audit verify`"
+            );
+        }
+        let (tx, rx) = mpsc::channel();
+        let closing = Arc::new(AtomicBool::new(false));
+        let writer = Writer {
+            store: store.clone(),
+            rx,
+            options: options.clone(),
+            closing: closing.clone(),
+        };
+        let handle = std::thread::Builder::new()
+            .name("ztka-audit-writer".into())
+            .spawn(move || writer.run())
+            .map_err(|e| AuditError::Write(format!("cannot start the audit writer: {e}")))?;
         Ok(Self {
-            store,
-            head: Arc::new(Mutex::new(head)),
+            inner: Arc::new(Inner {
+                store,
+                chain: Mutex::new(Chain {
+                    next_seq: tip.seq + 1,
+                    prev_hash: tip.hash,
+                    last_time: tip.time.unwrap_or(OffsetDateTime::UNIX_EPOCH),
+                    tx: Some(tx),
+                }),
+                permits: Arc::new(Semaphore::new(options.queue_capacity.max(1))),
+                closing,
+                writer: Mutex::new(Some(handle)),
+            }),
         })
     }
 
+    /// Appends an event. `Durable` returns after the commit that contains it; `Fast` once it
+    /// is queued (it is committed within the group-commit window, and on shutdown).
     pub async fn append(
         &self,
         event: NewEvent,
-        _durability: Durability,
+        durability: Durability,
     ) -> Result<Receipt, AuditError> {
-        let mut head = self.head.lock().await;
-        let seq = head.0 + 1;
-        let prev_hash = head.1.clone();
-        let mut stored = AuditEvent {
-            seq,
-            time: time::OffsetDateTime::now_utc(),
-            event,
-            prev_hash,
-            hash: String::new(),
+        let permit = self
+            .inner
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| AuditError::Closed)?;
+        let (done, committed) = match durability {
+            Durability::Durable => {
+                let (tx, rx) = oneshot::channel();
+                (Some(tx), Some(rx))
+            }
+            Durability::Fast => (None, None),
         };
-        stored.hash = chain_hash(&stored)?;
-        let receipt = Receipt {
-            seq,
-            hash: stored.hash.clone(),
+        let index_keys = event.index_keys();
+        let receipt = {
+            let mut chain = self.inner.chain();
+            let tx = chain.tx.clone().ok_or(AuditError::Closed)?;
+            // Time never goes backwards along the sequence: queries find time ranges by
+            // binary search over seq.
+            let time = OffsetDateTime::now_utc().max(chain.last_time);
+            let mut stored = AuditEvent {
+                seq: chain.next_seq,
+                time,
+                event,
+                prev_hash: chain.prev_hash.clone(),
+                hash: String::new(),
+            };
+            let bytes = stored.seal()?;
+            let receipt = Receipt {
+                seq: stored.seq,
+                hash: stored.hash.clone(),
+            };
+            let sealed = Sealed {
+                seq: stored.seq,
+                index_keys,
+                hash: stored.hash,
+                bytes,
+            };
+            tx.send(Msg::Append {
+                event: sealed,
+                done,
+                _permit: permit,
+            })
+            .map_err(|_| AuditError::Closed)?;
+            chain.next_seq += 1;
+            chain.prev_hash.clone_from(&receipt.hash);
+            chain.last_time = time;
+            receipt
         };
-        self.store
-            .write(move |txn| crate::store::audit::append(txn, &stored))
-            .await?;
-        *head = (receipt.seq, receipt.hash.clone());
+        if let Some(rx) = committed {
+            rx.await.map_err(|_| AuditError::Closed)??;
+        }
         Ok(receipt)
+    }
+
+    /// Returns once everything appended before the call is committed.
+    pub async fn flush(&self) -> Result<(), AuditError> {
+        let (tx, rx) = oneshot::channel();
+        self.inner.send(Msg::Flush(tx))?;
+        rx.await.map_err(|_| AuditError::Closed)?
+    }
+
+    /// Runs the retention sweep now (it also runs periodically); returns events removed.
+    pub async fn sweep(&self) -> Result<u64, AuditError> {
+        let (tx, rx) = oneshot::channel();
+        self.inner.send(Msg::Sweep(tx))?;
+        rx.await.map_err(|_| AuditError::Closed)?
+    }
+
+    /// Commits what is queued and stops the writer. Later appends fail with `Closed`.
+    pub async fn close(&self) -> Result<(), AuditError> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || inner.shut_down())
+            .await
+            .map_err(|e| AuditError::Write(e.to_string()))
+    }
+
+    /// The newest committed event's seq and hash (seq 0 and the genesis hash when empty).
+    pub async fn head(&self) -> Result<Receipt, AuditError> {
+        let tip = self
+            .inner
+            .store
+            .read(crate::store::audit::chain_tip)
+            .await?;
+        Ok(Receipt {
+            seq: tip.seq,
+            hash: tip.hash,
+        })
+    }
+
+    pub async fn query(&self, query: AuditQuery) -> Result<AuditPage, AuditError> {
+        Ok(self
+            .inner
+            .store
+            .read(move |txn| crate::store::audit::query(txn, &query))
+            .await?)
+    }
+
+    pub async fn verify(&self) -> Result<VerifyReport, AuditError> {
+        Ok(self.inner.store.read(crate::store::audit::verify).await?)
     }
 
     /// Newest first, at most `limit`.
     pub async fn recent(&self, limit: usize) -> Result<Vec<AuditEvent>, AuditError> {
         Ok(self
+            .inner
             .store
             .read(move |txn| crate::store::audit::recent(txn, limit))
             .await?)
     }
+
+    /// Streams the events matching `query` as JSON Lines, a page per chunk, for an HTTP
+    /// response body. The receiver applies backpressure; dropping it stops the export.
+    pub fn export_stream(
+        &self,
+        query: AuditQuery,
+    ) -> tokio::sync::mpsc::Receiver<Result<Bytes, AuditError>> {
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let store = self.inner.store.clone();
+        tokio::task::spawn_blocking(move || {
+            let result = for_each_page(&store, &query, |page| {
+                let mut chunk = Vec::with_capacity(page.len() * 512);
+                write_jsonl(&mut chunk, page)?;
+                // A closed receiver means the client went away: stop quietly.
+                Ok(tx.blocking_send(Ok(Bytes::from(chunk))).is_ok())
+            });
+            if let Err(e) = result {
+                let _ = tx.blocking_send(Err(e));
+            }
+        });
+        rx
+    }
 }
 
-/// SHA-256 over the previous hash and the event's canonical JSON (with `hash` empty).
-pub fn chain_hash(event: &AuditEvent) -> Result<String, StoreError> {
-    let mut unhashed = event.clone();
-    unhashed.hash.clear();
-    let canonical = serde_json::to_vec(&unhashed)?;
-    let mut h = Sha256::new();
-    h.update(event.prev_hash.as_bytes());
-    h.update(&canonical);
-    Ok(hex::encode(h.finalize()))
+impl AuditLog {
+    /// [`AuditLog::export_stream`] as a `Stream`, ready for `axum::body::Body::from_stream`.
+    pub fn export_byte_stream(
+        &self,
+        query: AuditQuery,
+    ) -> impl futures_util::Stream<Item = Result<Bytes, AuditError>> + Send + 'static {
+        futures_util::stream::unfold(self.export_stream(query), |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        })
+    }
 }
+
+/// Verifies the chain of a store (offline use: `ztka admin audit verify`).
+pub fn verify_store(store: &Store) -> Result<VerifyReport, AuditError> {
+    Ok(store.read_blocking(crate::store::audit::verify)?)
+}
+
+/// Writes the events matching `query` as JSON Lines to `out`, a page at a time (the `limit`
+/// and `cursor` of `query` are the starting point, not a cap). Returns how many were written.
+pub fn export_jsonl(
+    store: &Store,
+    query: &AuditQuery,
+    out: &mut impl Write,
+) -> Result<u64, AuditError> {
+    let mut written = 0u64;
+    for_each_page(store, query, |page| {
+        write_jsonl(&mut *out, page)?;
+        written += page.len() as u64;
+        Ok(true)
+    })?;
+    out.flush()?;
+    Ok(written)
+}
+
+fn write_jsonl(out: &mut impl Write, events: &[AuditEvent]) -> Result<(), AuditError> {
+    for e in events {
+        serde_json::to_writer(&mut *out, e)?;
+        out.write_all(b"\n")?;
+    }
+    Ok(())
+}
+
+/// Pages through the matches of `query`, one read transaction per page; `f` returns false
+/// to stop.
+fn for_each_page(
+    store: &Store,
+    query: &AuditQuery,
+    mut f: impl FnMut(&[AuditEvent]) -> Result<bool, AuditError>,
+) -> Result<(), AuditError> {
+    let mut q = query.clone();
+    q.limit = MAX_PAGE;
+    loop {
+        let page = store.read_blocking(|txn| crate::store::audit::query(txn, &q))?;
+        if !page.events.is_empty() && !f(&page.events)? {
+            return Ok(());
+        }
+        match page.next_cursor {
+            Some(c) => q.cursor = Some(c),
+            None => return Ok(()),
+        }
+    }
+}
+
+struct Writer {
+    store: Store,
+    rx: mpsc::Receiver<Msg>,
+    options: AuditOptions,
+    closing: Arc<AtomicBool>,
+}
+
+#[derive(Default)]
+struct Batch {
+    events: Vec<Sealed>,
+    waiters: Vec<Reply<()>>,
+    permits: Vec<OwnedSemaphorePermit>,
+    flushes: Vec<Reply<()>>,
+    sweeps: Vec<Reply<u64>>,
+}
+
+impl Batch {
+    fn push(&mut self, msg: Msg) {
+        match msg {
+            Msg::Append {
+                event,
+                done,
+                _permit,
+            } => {
+                self.events.push(event);
+                self.waiters.extend(done);
+                self.permits.push(_permit);
+            }
+            Msg::Flush(r) => self.flushes.push(r),
+            Msg::Sweep(r) => self.sweeps.push(r),
+        }
+    }
+}
+
+impl Writer {
+    fn retention_enabled(&self) -> bool {
+        self.options.retention_max_age.is_some() || self.options.retention_max_events.is_some()
+    }
+
+    fn run(self) {
+        let mut next_sweep = Instant::now();
+        loop {
+            if self.retention_enabled() && Instant::now() >= next_sweep {
+                // One bounded step at a time, so a large backlog (say, after lowering the
+                // retention) is removed between batches instead of stalling appends.
+                next_sweep = match self.sweep_step() {
+                    Ok(removed) if removed == SWEEP_BUDGET => Instant::now(),
+                    Ok(_) => Instant::now() + self.options.sweep_interval,
+                    Err(e) => {
+                        tracing::error!(error = %e, "audit retention sweep failed");
+                        Instant::now() + self.options.sweep_interval
+                    }
+                };
+            }
+            let first = if self.retention_enabled() {
+                match self
+                    .rx
+                    .recv_timeout(next_sweep.saturating_duration_since(Instant::now()))
+                {
+                    Ok(m) => m,
+                    Err(RecvTimeoutError::Timeout) => continue,
+                    Err(RecvTimeoutError::Disconnected) => return,
+                }
+            } else {
+                match self.rx.recv() {
+                    Ok(m) => m,
+                    Err(_) => return,
+                }
+            };
+            let mut batch = Batch::default();
+            batch.push(first);
+            let disconnected = self.gather(&mut batch);
+            self.commit(batch);
+            if disconnected {
+                return;
+            }
+        }
+    }
+
+    /// Adds queued messages to the batch until it is full or the group-commit window ends.
+    /// Returns true when every sender is gone (and the queue is empty).
+    fn gather(&self, batch: &mut Batch) -> bool {
+        let deadline = Instant::now() + self.options.group_commit_wait;
+        while batch.events.len() < self.options.max_batch {
+            match self.rx.try_recv() {
+                Ok(m) => batch.push(m),
+                Err(TryRecvError::Disconnected) => return true,
+                Err(TryRecvError::Empty) => {
+                    let now = Instant::now();
+                    if now >= deadline || self.closing.load(Ordering::Relaxed) {
+                        return false;
+                    }
+                    match self.rx.recv_timeout(deadline - now) {
+                        Ok(m) => batch.push(m),
+                        Err(RecvTimeoutError::Timeout) => return false,
+                        Err(RecvTimeoutError::Disconnected) => return true,
+                    }
+                }
+            }
+        }
+        false
+    }
+
+    /// Commits the batch, retrying until it succeeds: the events already have their place
+    /// in the chain, so dropping them would break it. Durable callers hear about each failed
+    /// attempt; the held queue permits make further appends wait rather than go unrecorded.
+    fn commit(&self, mut batch: Batch) {
+        let mut backoff = Duration::from_millis(50);
+        let mut attempts = 0u32;
+        loop {
+            let result = if batch.events.is_empty() {
+                Ok(())
+            } else {
+                self.store
+                    .write_blocking(|txn| crate::store::audit::append_batch(txn, &batch.events))
+            };
+            match result {
+                Ok(()) => break,
+                Err(e) => {
+                    attempts += 1;
+                    tracing::error!(error = %e, events = batch.events.len(), attempts, "cannot commit audit events; retrying");
+                    for w in batch.waiters.drain(..) {
+                        let _ = w.send(Err(AuditError::Write(e.to_string())));
+                    }
+                    if self.closing.load(Ordering::Relaxed) && attempts >= 5 {
+                        tracing::error!(
+                            events = batch.events.len(),
+                            "giving up on uncommitted audit events at shutdown"
+                        );
+                        for f in batch.flushes.drain(..) {
+                            let _ = f.send(Err(AuditError::Write(e.to_string())));
+                        }
+                        return;
+                    }
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        for w in batch.waiters {
+            let _ = w.send(Ok(()));
+        }
+        drop(batch.permits);
+        for f in batch.flushes {
+            let _ = f.send(Ok(()));
+        }
+        if !batch.sweeps.is_empty() {
+            let result = self.sweep();
+            for s in batch.sweeps {
+                let _ = s.send(match &result {
+                    Ok(n) => Ok(*n),
+                    Err(e) => Err(AuditError::Write(e.to_string())),
+                });
+            }
+        }
+    }
+
+    /// Removes at most [`SWEEP_BUDGET`] events beyond the retention limits.
+    fn sweep_step(&self) -> Result<u64, StoreError> {
+        // An age too large to subtract from now keeps everything.
+        let cutoff = self.options.retention_max_age.and_then(|age| {
+            let age = time::Duration::try_from(age).ok()?;
+            OffsetDateTime::now_utc().checked_sub(age)
+        });
+        let max = self.options.retention_max_events;
+        if cutoff.is_none() && max.is_none() {
+            return Ok(0);
+        }
+        let removed = self
+            .store
+            .write_blocking(|txn| crate::store::audit::sweep(txn, cutoff, max, SWEEP_BUDGET))?;
+        if removed > 0 {
+            tracing::info!(removed, "audit retention removed old events");
+        }
+        Ok(removed)
+    }
+
+    /// Removes everything beyond the retention limits.
+    fn sweep(&self) -> Result<u64, StoreError> {
+        let mut total = 0;
+        loop {
+            let removed = self.sweep_step()?;
+            total += removed;
+            if removed < SWEEP_BUDGET {
+                return Ok(total);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

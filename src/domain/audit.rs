@@ -3,6 +3,7 @@
 //! proxied Kubernetes request).
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -21,7 +22,24 @@ pub enum Outcome {
     Error,
 }
 
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::System => "system",
+            EventKind::Kube => "kube",
+        }
+    }
+}
+
 impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::Denied => "denied",
+            Outcome::Error => "error",
+        }
+    }
+
     /// Classifies an HTTP status: 2xx/3xx success, 401/403 denied, anything else an error.
     pub fn from_status(status: u16) -> Self {
         match status {
@@ -108,6 +126,39 @@ pub struct NewEvent {
 }
 
 impl NewEvent {
+    /// The values this event is indexed under, as `field=value`: a query filter on `field`
+    /// looks up exactly these strings. Dense values are left out (see
+    /// [`EventKind::is_indexed`]); filters on them are answered by scanning.
+    pub fn index_keys(&self) -> Vec<String> {
+        let e = self;
+        let mut keys = Vec::with_capacity(8);
+        if e.kind.is_indexed() {
+            keys.push(format!("kind={}", e.kind.as_str()));
+        }
+        if action_is_indexed(&e.action) {
+            keys.push(format!("action={}", e.action));
+        }
+        if e.outcome.is_indexed() {
+            keys.push(format!("outcome={}", e.outcome.as_str()));
+        }
+        if let Some(name) = &e.actor.user_name {
+            keys.push(format!("user={name}"));
+        }
+        if let Some(id) = e.actor.user_id {
+            keys.push(format!("user_id={id}"));
+        }
+        if let Some(c) = &e.target.cluster {
+            keys.push(format!("cluster={c}"));
+        }
+        if let Some(p) = &e.target.project {
+            keys.push(format!("project={p}"));
+        }
+        if let Some(n) = &e.target.namespace {
+            keys.push(format!("namespace={n}"));
+        }
+        keys
+    }
+
     pub fn system(action: impl Into<String>, target: Target) -> Self {
         Self {
             kind: EventKind::System,
@@ -143,6 +194,71 @@ pub struct AuditEvent {
     pub hash: String,
 }
 
+impl EventKind {
+    /// Only the rare kind is indexed: `kube` events are the bulk of the log, so a filter on
+    /// them finds its matches at once by scanning, and indexing them would only cost writes.
+    pub fn is_indexed(self) -> bool {
+        self == EventKind::System
+    }
+}
+
+impl Outcome {
+    /// Only the rare outcomes are indexed (see [`EventKind::is_indexed`]).
+    pub fn is_indexed(self) -> bool {
+        self != Outcome::Success
+    }
+}
+
+/// `kube.*` actions go with every proxied request (dense); other actions are indexed.
+pub fn action_is_indexed(action: &str) -> bool {
+    !action.starts_with("kube.")
+}
+
+impl AuditEvent {
+    pub fn index_keys(&self) -> Vec<String> {
+        self.event.index_keys()
+    }
+
+    /// Sets `hash` (which must be empty) from `prev_hash` and the canonical encoding, and
+    /// returns the stored encoding. `hash` is the struct's last field, so the stored JSON is
+    /// the canonical JSON with the empty hash filled in: one serialization per event.
+    pub fn seal(&mut self) -> Result<Vec<u8>, serde_json::Error> {
+        self.hash.clear();
+        let mut bytes = serde_json::to_vec(self)?;
+        self.hash = hash_canonical(&self.prev_hash, &bytes);
+        const EMPTY_HASH_TAIL: &[u8] = b"\"hash\":\"\"}";
+        if bytes.ends_with(EMPTY_HASH_TAIL) {
+            bytes.truncate(bytes.len() - 2);
+            bytes.extend_from_slice(self.hash.as_bytes());
+            bytes.extend_from_slice(b"\"}");
+            Ok(bytes)
+        } else {
+            serde_json::to_vec(self)
+        }
+    }
+}
+
+fn hash_canonical(prev_hash: &str, canonical: &[u8]) -> String {
+    let mut h = Sha256::new();
+    h.update(prev_hash.as_bytes());
+    h.update(canonical);
+    hex::encode(h.finalize())
+}
+
+/// Hex SHA-256 over the previous hash and the event's canonical encoding: its JSON with
+/// `hash` empty. Field order is fixed by the struct and `details` maps keep their stored key
+/// order, so decoding and re-encoding a stored event reproduces the same bytes.
+pub fn chain_hash(event: &AuditEvent) -> Result<String, serde_json::Error> {
+    let canonical = if event.hash.is_empty() {
+        serde_json::to_vec(event)?
+    } else {
+        let mut unhashed = event.clone();
+        unhashed.hash.clear();
+        serde_json::to_vec(&unhashed)?
+    };
+    Ok(hash_canonical(&event.prev_hash, &canonical))
+}
+
 /// Whether `append` returns after the event is on disk, or once it is queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Durability {
@@ -153,6 +269,170 @@ pub enum Durability {
 }
 
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// The order of a query's results.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Order {
+    #[default]
+    NewestFirst,
+    OldestFirst,
+}
+
+/// The largest page a query returns; bigger limits are clamped to it.
+pub const MAX_PAGE: usize = 1000;
+/// The page size when a query names none.
+pub const DEFAULT_PAGE: usize = 50;
+
+/// A filter over the audit log. Every field that is set must match; unset fields match all.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AuditQuery {
+    /// Events at or after this time.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub from: Option<OffsetDateTime>,
+    /// Events strictly before this time.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub to: Option<OffsetDateTime>,
+    /// A user id or a user name (the actor).
+    pub user: Option<String>,
+    pub cluster: Option<String>,
+    pub project: Option<String>,
+    pub namespace: Option<String>,
+    pub kind: Option<EventKind>,
+    pub action: Option<String>,
+    pub outcome: Option<Outcome>,
+    /// Kubernetes verb (`get`, `list`, `watch`, …); kube events only.
+    pub verb: Option<String>,
+    /// Kubernetes resource (`pods`, `deployments`, …); kube events only.
+    pub resource: Option<String>,
+    /// HTTP status code.
+    pub status: Option<u16>,
+    /// Restricts the result to events of these projects (for project-scoped viewers).
+    /// `Some(vec![])` matches nothing; events without a project are never visible here.
+    /// Set by the server from the viewer's grants, never read from a request.
+    #[serde(skip)]
+    pub projects_visible: Option<Vec<String>>,
+    /// The `next_cursor` of the previous page: continue after that sequence number.
+    pub cursor: Option<u64>,
+    /// Page size, 1..=[`MAX_PAGE`]; 0 means [`DEFAULT_PAGE`].
+    pub limit: usize,
+    pub order: Order,
+}
+
+impl AuditQuery {
+    pub fn page_size(&self) -> usize {
+        match self.limit {
+            0 => DEFAULT_PAGE,
+            n => n.min(MAX_PAGE),
+        }
+    }
+
+    /// Whether `event` passes every filter. Indexes narrow the candidates; this is the
+    /// final word, so a query never depends on an index being complete.
+    pub fn matches(&self, e: &AuditEvent) -> bool {
+        let ev = &e.event;
+        let opt_eq = |want: &Option<String>, have: &Option<String>| match want {
+            Some(w) => have.as_deref() == Some(w.as_str()),
+            None => true,
+        };
+        let time_ok = self.from.is_none_or(|f| e.time >= f) && self.to.is_none_or(|t| e.time < t);
+        let user_ok = self.user.as_deref().is_none_or(|u| {
+            ev.actor.user_name.as_deref() == Some(u)
+                || ev.actor.user_id.is_some_and(|id| id.to_string() == u)
+        });
+        let kube = ev.kube.as_ref();
+        time_ok
+            && user_ok
+            && opt_eq(&self.cluster, &ev.target.cluster)
+            && opt_eq(&self.project, &ev.target.project)
+            && opt_eq(&self.namespace, &ev.target.namespace)
+            && self.kind.is_none_or(|k| ev.kind == k)
+            && self.action.as_deref().is_none_or(|a| ev.action == a)
+            && self.outcome.is_none_or(|o| ev.outcome == o)
+            && self.status.is_none_or(|s| ev.status == s)
+            && self
+                .verb
+                .as_deref()
+                .is_none_or(|v| kube.is_some_and(|k| k.verb == v))
+            && self
+                .resource
+                .as_deref()
+                .is_none_or(|r| kube.is_some_and(|k| k.resource == r))
+            && self.projects_visible.as_ref().is_none_or(|ps| {
+                ev.target
+                    .project
+                    .as_ref()
+                    .is_some_and(|p| ps.iter().any(|v| v == p))
+            })
+    }
+}
+
+/// One page of query results.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AuditPage {
+    pub events: Vec<AuditEvent>,
+    /// Pass as `cursor` to get the next page; `None` when this page is the last.
+    pub next_cursor: Option<u64>,
+}
+
+/// Where the chain starts after the retention sweep removed older events: the last
+/// removed event's sequence number and hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Anchor {
+    pub seq: u64,
+    pub hash: String,
+}
+
+/// The result of walking the chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "status")]
+pub enum VerifyReport {
+    Intact {
+        /// Events checked.
+        count: u64,
+        /// The newest event (or the anchor, when retention removed everything).
+        head_seq: u64,
+        head_hash: String,
+        anchor: Option<Anchor>,
+    },
+    Broken {
+        /// Sequence number (table key) of the first event that does not link.
+        seq: u64,
+        reason: String,
+    },
+}
+
+impl VerifyReport {
+    pub fn is_intact(&self) -> bool {
+        matches!(self, VerifyReport::Intact { .. })
+    }
+}
+
+impl std::fmt::Display for VerifyReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            VerifyReport::Intact {
+                count,
+                head_seq,
+                head_hash,
+                anchor,
+            } => {
+                write!(
+                    f,
+                    "OK: {count} events verified; head seq {head_seq} hash {head_hash}"
+                )?;
+                if let Some(a) = anchor {
+                    write!(f, " (chain anchored at seq {} by retention)", a.seq)?;
+                }
+                Ok(())
+            }
+            VerifyReport::Broken { seq, reason } => {
+                write!(f, "BROKEN at seq {seq}: {reason}")
+            }
+        }
+    }
+}
 
 impl Target {
     pub fn of(kind: &str, name: &str) -> Self {
@@ -170,5 +450,26 @@ impl Target {
     pub fn in_project(mut self, project: &str) -> Self {
         self.project = Some(project.to_owned());
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn audit_seal_matches_chain_hash_and_plain_encoding() {
+        let mut e = AuditEvent {
+            seq: 7,
+            time: OffsetDateTime::UNIX_EPOCH,
+            event: NewEvent::system("user.create", Target::default()),
+            prev_hash: GENESIS_HASH.to_owned(),
+            hash: String::new(),
+        };
+        e.event.details = serde_json::json!({"hash": "", "b": [1, 2]});
+        let bytes = e.seal().unwrap();
+        assert_eq!(bytes, serde_json::to_vec(&e).unwrap());
+        assert_eq!(chain_hash(&e).unwrap(), e.hash);
+        assert_eq!(e.hash.len(), 64);
     }
 }

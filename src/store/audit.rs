@@ -1,24 +1,130 @@
-//! Audit events by sequence number. There is no update or delete here.
+//! Audit events by sequence number, their secondary indexes, and the retention sweep.
+//!
+//! There is no update and no delete of a single event here: rows are appended in batches,
+//! and the only removal is [`sweep`], which cuts the oldest events off the front of the log
+//! and records the last one it removed as the chain's anchor.
 
-use redb::{ReadTransaction, ReadableTable, WriteTransaction};
+use redb::{ReadTransaction, ReadableTable, ReadableTableMetadata, WriteTransaction};
+use time::OffsetDateTime;
 
-use super::tables::AUDIT_EVENTS;
-use super::{Result, decode, encode};
-use crate::domain::audit::AuditEvent;
+use super::tables::{AUDIT_EVENTS, AUDIT_INDEX, META};
+use super::{Result, StoreError, decode, encode};
+use crate::domain::audit::{
+    Anchor, AuditEvent, AuditPage, AuditQuery, GENESIS_HASH, Order, VerifyReport,
+    action_is_indexed, chain_hash,
+};
 
-pub fn append(txn: &WriteTransaction, event: &AuditEvent) -> Result<()> {
-    txn.open_table(AUDIT_EVENTS)?
-        .insert(event.seq, encode(event)?.as_slice())?;
+/// The newest committed event (seq, hash), written in the same transaction as the events.
+/// `verify` compares it with the last row, so cutting events off the end is detected.
+const HEAD_KEY: &str = "audit_head";
+/// The last event removed by retention: the remaining chain links to it.
+const ANCHOR_KEY: &str = "audit_anchor";
+
+/// Where the next event links to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainTip {
+    pub seq: u64,
+    pub hash: String,
+    /// Time of the newest stored event, if any.
+    pub time: Option<OffsetDateTime>,
+}
+
+fn corrupt(message: String) -> StoreError {
+    StoreError::Db(redb::Error::Corrupted(message))
+}
+
+/// An event ready to store: its place in the chain, its stored encoding and index keys,
+/// all computed by the appender so the writer only inserts.
+#[derive(Debug, Clone)]
+pub struct Sealed {
+    pub seq: u64,
+    pub hash: String,
+    pub bytes: Vec<u8>,
+    pub index_keys: Vec<String>,
+}
+
+/// Appends sealed events with their index entries and records the new head. The caller
+/// commits (one commit per batch).
+pub fn append_batch(txn: &WriteTransaction, events: &[Sealed]) -> Result<()> {
+    let Some(last) = events.last() else {
+        return Ok(());
+    };
+    let mut table = txn.open_table(AUDIT_EVENTS)?;
+    let mut index = txn.open_table(AUDIT_INDEX)?;
+    for event in events {
+        table.insert(event.seq, event.bytes.as_slice())?;
+        for key in &event.index_keys {
+            index.insert((key.as_str(), event.seq), ())?;
+        }
+    }
+    let head = Anchor {
+        seq: last.seq,
+        hash: last.hash.clone(),
+    };
+    txn.open_table(META)?
+        .insert(HEAD_KEY, encode(&head)?.as_slice())?;
     Ok(())
 }
 
-pub fn head(txn: &ReadTransaction) -> Result<Option<(u64, String)>> {
+/// Rebuilds the index entries of every stored event (used by the migration that introduced
+/// the indexes).
+pub fn reindex_all(txn: &WriteTransaction) -> Result<()> {
     let table = txn.open_table(AUDIT_EVENTS)?;
-    let last = table.last()?;
-    last.map(|(_, v)| decode::<AuditEvent>(v.value()).map(|e| (e.seq, e.hash)))
-        .transpose()
+    let mut index = txn.open_table(AUDIT_INDEX)?;
+    for row in table.iter()? {
+        let (_, v) = row?;
+        let event: AuditEvent = decode(v.value())?;
+        for key in event.index_keys() {
+            index.insert((key.as_str(), event.seq), ())?;
+        }
+    }
+    Ok(())
 }
 
+fn meta_record(txn: &ReadTransaction, key: &str) -> Result<Option<Anchor>> {
+    let meta = txn.open_table(META)?;
+    let Some(raw) = meta.get(key)? else {
+        return Ok(None);
+    };
+    Ok(Some(decode(raw.value())?))
+}
+
+pub fn anchor(txn: &ReadTransaction) -> Result<Option<Anchor>> {
+    meta_record(txn, ANCHOR_KEY)
+}
+
+/// The head recorded by the last commit (may differ from the last row only if the file was
+/// tampered with).
+pub fn recorded_head(txn: &ReadTransaction) -> Result<Option<Anchor>> {
+    meta_record(txn, HEAD_KEY)
+}
+
+/// The newest stored event's seq, hash and time; else the anchor; else genesis.
+pub fn chain_tip(txn: &ReadTransaction) -> Result<ChainTip> {
+    let table = txn.open_table(AUDIT_EVENTS)?;
+    if let Some((_, v)) = table.last()? {
+        let e: AuditEvent = decode(v.value())?;
+        return Ok(ChainTip {
+            seq: e.seq,
+            hash: e.hash,
+            time: Some(e.time),
+        });
+    }
+    Ok(match anchor(txn)? {
+        Some(a) => ChainTip {
+            seq: a.seq,
+            hash: a.hash,
+            time: None,
+        },
+        None => ChainTip {
+            seq: 0,
+            hash: GENESIS_HASH.to_owned(),
+            time: None,
+        },
+    })
+}
+
+/// Newest first, at most `limit`.
 pub fn recent(txn: &ReadTransaction, limit: usize) -> Result<Vec<AuditEvent>> {
     let table = txn.open_table(AUDIT_EVENTS)?;
     let mut out = Vec::new();
@@ -27,4 +133,370 @@ pub fn recent(txn: &ReadTransaction, limit: usize) -> Result<Vec<AuditEvent>> {
         out.push(decode(v.value())?);
     }
     Ok(out)
+}
+
+pub fn get(txn: &ReadTransaction, seq: u64) -> Result<Option<AuditEvent>> {
+    let table = txn.open_table(AUDIT_EVENTS)?;
+    table.get(seq)?.map(|v| decode(v.value())).transpose()
+}
+
+pub fn count(txn: &ReadTransaction) -> Result<u64> {
+    Ok(txn.open_table(AUDIT_EVENTS)?.len()?)
+}
+
+#[derive(serde::Deserialize)]
+struct TimeOnly {
+    #[serde(with = "time::serde::rfc3339")]
+    time: OffsetDateTime,
+}
+
+/// The smallest key in `[first, last]` whose event (or the next stored one) is at or after
+/// `t`; `last + 1` when none is. The writer never lets time go backwards along the sequence,
+/// so time is monotonic in seq and a binary search over seq replaces a time index.
+fn lower_bound_time(
+    table: &impl ReadableTable<u64, &'static [u8]>,
+    first: u64,
+    last: u64,
+    t: OffsetDateTime,
+) -> Result<u64> {
+    let (mut lo, mut hi) = (first, last.saturating_add(1));
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        let at_or_after = match table.range(mid..)?.next() {
+            Some(row) => {
+                let (_, v) = row?;
+                decode::<TimeOnly>(v.value())?.time >= t
+            }
+            None => true,
+        };
+        if at_or_after {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    Ok(lo)
+}
+
+fn first_last(table: &impl ReadableTable<u64, &'static [u8]>) -> Result<Option<(u64, u64)>> {
+    let first = table.first()?.map(|(k, _)| k.value());
+    let last = table.last()?.map(|(k, _)| k.value());
+    Ok(first.zip(last))
+}
+
+/// One AND-ed condition answered by the index: the event has at least one of these keys.
+struct Term(Vec<String>);
+
+fn index_terms(q: &AuditQuery) -> Vec<Term> {
+    let mut terms = Vec::new();
+    let mut one = |field: &str, value: &Option<String>| {
+        if let Some(v) = value {
+            terms.push(Term(vec![format!("{field}={v}")]));
+        }
+    };
+    one("cluster", &q.cluster);
+    one("project", &q.project);
+    one("namespace", &q.namespace);
+    if let Some(a) = q.action.as_deref().filter(|a| action_is_indexed(a)) {
+        terms.push(Term(vec![format!("action={a}")]));
+    }
+    if let Some(u) = &q.user {
+        terms.push(Term(vec![format!("user={u}"), format!("user_id={u}")]));
+    }
+    // Dense values have no index entries: the scan answers them (see `EventKind::is_indexed`).
+    if let Some(k) = q.kind.filter(|k| k.is_indexed()) {
+        terms.push(Term(vec![format!("kind={}", k.as_str())]));
+    }
+    if let Some(o) = q.outcome.filter(|o| o.is_indexed()) {
+        terms.push(Term(vec![format!("outcome={}", o.as_str())]));
+    }
+    if let Some(ps) = &q.projects_visible {
+        terms.push(Term(ps.iter().map(|p| format!("project={p}")).collect()));
+    }
+    terms
+}
+
+/// The nearest seq at or beyond `from` (in the query's direction, within `[lo, hi]`) that
+/// has one of the term's keys.
+fn seek(
+    index: &impl ReadableTable<(&'static str, u64), ()>,
+    term: &Term,
+    from: u64,
+    lo: u64,
+    hi: u64,
+    ascending: bool,
+) -> Result<Option<u64>> {
+    let mut best: Option<u64> = None;
+    for key in &term.0 {
+        let k = key.as_str();
+        let found = if ascending {
+            index.range((k, from)..=(k, hi))?.next()
+        } else {
+            index.range((k, lo)..=(k, from))?.next_back()
+        };
+        if let Some(row) = found {
+            let seq = row?.0.value().1;
+            best = Some(match best {
+                Some(b) if ascending => b.min(seq),
+                Some(b) => b.max(seq),
+                None => seq,
+            });
+        }
+    }
+    Ok(best)
+}
+
+/// One page of events matching `q`.
+///
+/// Every index-backed filter becomes a term; the terms are intersected by leapfrogging
+/// (each term seeks to the candidate the others proposed), so the sparsest term drives the
+/// walk and a selective filter never scans the denser ones. Time bounds become seq bounds.
+/// Each candidate is then decoded and checked against the whole query.
+pub fn query(txn: &ReadTransaction, q: &AuditQuery) -> Result<AuditPage> {
+    let events = txn.open_table(AUDIT_EVENTS)?;
+    let index = txn.open_table(AUDIT_INDEX)?;
+    let limit = q.page_size();
+    let empty = Ok(AuditPage::default());
+    if q.projects_visible.as_ref().is_some_and(Vec::is_empty) {
+        return empty;
+    }
+    let Some((first, last)) = first_last(&events)? else {
+        return empty;
+    };
+    let (mut lo, mut hi) = (first, last);
+    if let Some(from) = q.from {
+        lo = lower_bound_time(&events, first, last, from)?;
+    }
+    if let Some(to) = q.to {
+        match lower_bound_time(&events, first, last, to)?.checked_sub(1) {
+            Some(h) => hi = h,
+            None => return empty,
+        }
+    }
+    let ascending = q.order == Order::OldestFirst;
+    match (q.cursor, ascending) {
+        (Some(c), true) => lo = lo.max(c.saturating_add(1)),
+        (Some(0), false) => return empty,
+        (Some(c), false) => hi = hi.min(c - 1),
+        (None, _) => {}
+    }
+    if lo > hi {
+        return empty;
+    }
+    let terms = index_terms(q);
+
+    let next_candidate = |from: u64| -> Result<Option<u64>> {
+        if terms.is_empty() {
+            let row = if ascending {
+                events.range(from..=hi)?.next()
+            } else {
+                events.range(lo..=from)?.next_back()
+            };
+            return Ok(match row {
+                Some(r) => Some(r?.0.value()),
+                None => None,
+            });
+        }
+        let mut candidate = from;
+        'leapfrog: loop {
+            for term in &terms {
+                match seek(&index, term, candidate, lo, hi, ascending)? {
+                    None => return Ok(None),
+                    Some(s) if s != candidate => {
+                        candidate = s;
+                        continue 'leapfrog;
+                    }
+                    Some(_) => {}
+                }
+            }
+            return Ok(Some(candidate));
+        }
+    };
+
+    let mut page = AuditPage::default();
+    let mut at = if ascending { lo } else { hi };
+    while let Some(seq) = next_candidate(at)? {
+        if let Some(raw) = events.get(seq)? {
+            let event: AuditEvent = decode(raw.value())?;
+            if q.matches(&event) {
+                if page.events.len() == limit {
+                    // One more match exists: the page is not the last.
+                    page.next_cursor = page.events.last().map(|e| e.seq);
+                    break;
+                }
+                page.events.push(event);
+            }
+        }
+        let next = if ascending {
+            seq.checked_add(1).filter(|s| *s <= hi)
+        } else {
+            seq.checked_sub(1).filter(|s| *s >= lo)
+        };
+        match next {
+            Some(n) => at = n,
+            None => break,
+        }
+    }
+    Ok(page)
+}
+
+/// Walks the whole chain from the anchor (or genesis) and reports the first broken link.
+pub fn verify(txn: &ReadTransaction) -> Result<VerifyReport> {
+    let table = txn.open_table(AUDIT_EVENTS)?;
+    let anchor = anchor(txn)?;
+    let (mut prev_seq, mut prev_hash) = match &anchor {
+        Some(a) => (a.seq, a.hash.clone()),
+        None => (0, GENESIS_HASH.to_owned()),
+    };
+    let mut count = 0u64;
+    for row in table.iter()? {
+        let (k, v) = row?;
+        let key = k.value();
+        let broken = |reason: String| Ok(VerifyReport::Broken { seq: key, reason });
+        let event: AuditEvent = match decode(v.value()) {
+            Ok(e) => e,
+            Err(e) => return broken(format!("the stored event cannot be decoded: {e}")),
+        };
+        if Some(key) != prev_seq.checked_add(1) {
+            return broken(format!(
+                "expected seq {} after {prev_seq}: events are missing from the log",
+                prev_seq.saturating_add(1)
+            ));
+        }
+        if event.seq != key {
+            return broken(format!(
+                "the row holds the event with seq {}: events were moved or reordered",
+                event.seq
+            ));
+        }
+        if event.prev_hash != prev_hash {
+            return broken(format!(
+                "prev_hash {} does not match the previous event's hash {prev_hash}: the chain was rewritten",
+                event.prev_hash
+            ));
+        }
+        let actual = chain_hash(&event)?;
+        if actual != event.hash {
+            return broken(format!(
+                "content hashes to {actual}, not the stored {}: the event was modified",
+                event.hash
+            ));
+        }
+        prev_seq = key;
+        prev_hash = event.hash;
+        count += 1;
+    }
+    if let Some(head) = recorded_head(txn)?
+        && (head.seq != prev_seq || head.hash != prev_hash)
+    {
+        return Ok(VerifyReport::Broken {
+            seq: head.seq,
+            reason: format!(
+                "the log ends at seq {prev_seq} but the last commit recorded head seq {}: events were removed from the end",
+                head.seq
+            ),
+        });
+    }
+    Ok(VerifyReport::Intact {
+        count,
+        head_seq: prev_seq,
+        head_hash: prev_hash,
+        anchor,
+    })
+}
+
+/// The retention sweep: removes the oldest events older than `cutoff` and/or beyond the
+/// newest `max_events`, at most `budget` per call, with their index entries, and moves the
+/// anchor to the last one removed. Returns how many were removed (call again while it
+/// returns `budget`).
+///
+/// Each removed event is checked against the chain first: retention must never turn a
+/// tampered event into a trusted anchor, so a broken link stops the sweep with an error.
+pub fn sweep(
+    txn: &WriteTransaction,
+    cutoff: Option<OffsetDateTime>,
+    max_events: Option<u64>,
+    budget: u64,
+) -> Result<u64> {
+    let mut events = txn.open_table(AUDIT_EVENTS)?;
+    let Some((first, last)) = first_last(&events)? else {
+        return Ok(0);
+    };
+    let mut remove_below = first; // keys < remove_below go
+    if let Some(max) = max_events {
+        let count = events.len()?;
+        if count > max {
+            remove_below = remove_below.max(last.saturating_sub(max).saturating_add(1));
+        }
+    }
+    if let Some(cutoff) = cutoff {
+        remove_below = remove_below.max(lower_bound_time(&events, first, last, cutoff)?);
+    }
+    let end = remove_below.min(first.saturating_add(budget));
+    if end <= first {
+        return Ok(0);
+    }
+
+    let mut index = txn.open_table(AUDIT_INDEX)?;
+    let read_anchor = {
+        let meta = txn.open_table(META)?;
+        let raw = meta.get(ANCHOR_KEY)?;
+        raw.map(|r| decode::<Anchor>(r.value())).transpose()?
+    };
+    let (mut prev_seq, mut prev_hash) = match read_anchor {
+        Some(a) => (a.seq, a.hash),
+        None => (0, GENESIS_HASH.to_owned()),
+    };
+    let mut removed = 0u64;
+    for row in events.extract_from_if(..end, |_, _| true)? {
+        let (k, v) = row?;
+        let key = k.value();
+        let event: AuditEvent = decode(v.value())?;
+        let links = Some(key) == prev_seq.checked_add(1)
+            && event.seq == key
+            && event.prev_hash == prev_hash
+            && chain_hash(&event)? == event.hash;
+        if !links {
+            return Err(corrupt(format!(
+                "audit event {key} does not verify; retention stopped (run `ztka admin audit verify`)"
+            )));
+        }
+        for ik in event.index_keys() {
+            index.remove((ik.as_str(), key))?;
+        }
+        prev_seq = key;
+        prev_hash = event.hash;
+        removed += 1;
+    }
+    if removed > 0 {
+        let anchor = Anchor {
+            seq: prev_seq,
+            hash: prev_hash,
+        };
+        txn.open_table(META)?
+            .insert(ANCHOR_KEY, encode(&anchor)?.as_slice())?;
+    }
+    Ok(removed)
+}
+
+/// Raw row access for tests that play the attacker: they rewrite the table the way someone
+/// holding the database file could. Test builds only.
+#[cfg(test)]
+pub(crate) mod tamper {
+    use super::*;
+
+    pub fn read(txn: &WriteTransaction, seq: u64) -> AuditEvent {
+        let t = txn.open_table(AUDIT_EVENTS).unwrap();
+        decode(t.get(seq).unwrap().unwrap().value()).unwrap()
+    }
+
+    pub fn write(txn: &WriteTransaction, key: u64, e: &AuditEvent) {
+        let mut t = txn.open_table(AUDIT_EVENTS).unwrap();
+        t.insert(key, encode(e).unwrap().as_slice()).unwrap();
+    }
+
+    pub fn remove(txn: &WriteTransaction, key: u64) {
+        let mut t = txn.open_table(AUDIT_EVENTS).unwrap();
+        t.remove(key).unwrap();
+    }
 }

@@ -6,7 +6,7 @@ use super::tables::*;
 use super::{Result, Store, StoreError};
 
 /// Migration `i` takes the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[fn(&WriteTransaction) -> Result<()>] = &[v0_create_tables];
+const MIGRATIONS: &[fn(&WriteTransaction) -> Result<()>] = &[v0_create_tables, v1_audit_indexes];
 
 pub const SCHEMA_VERSION: u64 = MIGRATIONS.len() as u64;
 
@@ -25,6 +25,12 @@ fn v0_create_tables(txn: &WriteTransaction) -> Result<()> {
     txn.open_table(SESSIONS)?;
     txn.open_table(AUDIT_EVENTS)?;
     Ok(())
+}
+
+/// Audit indexes. Events written before this version are indexed here so queries see them.
+fn v1_audit_indexes(txn: &WriteTransaction) -> Result<()> {
+    txn.open_table(AUDIT_INDEX)?;
+    super::audit::reindex_all(txn)
 }
 
 pub(super) fn run(store: &Store) -> Result<()> {

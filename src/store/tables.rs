@@ -33,3 +33,6 @@ pub const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("session
 
 /// Audit events by sequence number (append-only).
 pub const AUDIT_EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("audit_events");
+/// Secondary indexes over the audit events: `("field=value", seq)`, e.g. `("user=alice", 42)`.
+/// One table for all fields keeps the write path to one extra B-tree.
+pub const AUDIT_INDEX: TableDefinition<(&str, u64), ()> = TableDefinition::new("audit_index");

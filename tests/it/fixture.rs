@@ -173,6 +173,7 @@ impl InProcess {
             initial_admin_password: None,
             shutdown_grace: Duration::from_secs(2),
             handshake_timeout: Duration::from_secs(5),
+            audit: Default::default(),
         };
         let server = ztka::serve::Server::start(config, ztka::shutdown::Shutdown::new())
             .await

@@ -1,0 +1,215 @@
+//! The resource types the simulator serves, and their discovery documents.
+
+use serde_json::{Value, json};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResourceType {
+    /// API group; "" for the core group.
+    pub group: &'static str,
+    pub version: &'static str,
+    /// Plural resource name, as in URLs and RBAC rules.
+    pub name: &'static str,
+    pub singular: &'static str,
+    pub kind: &'static str,
+    pub namespaced: bool,
+    pub short_names: &'static [&'static str],
+}
+
+impl ResourceType {
+    pub fn api_version(&self) -> String {
+        if self.group.is_empty() {
+            self.version.to_owned()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
+    }
+
+    /// `pods`, or `deployments.apps`: how the real server names a resource in messages.
+    pub fn qualified(&self) -> String {
+        if self.group.is_empty() {
+            self.name.to_owned()
+        } else {
+            format!("{}.{}", self.name, self.group)
+        }
+    }
+}
+
+const fn rt(
+    group: &'static str,
+    version: &'static str,
+    name: &'static str,
+    singular: &'static str,
+    kind: &'static str,
+    namespaced: bool,
+    short_names: &'static [&'static str],
+) -> ResourceType {
+    ResourceType {
+        group,
+        version,
+        name,
+        singular,
+        kind,
+        namespaced,
+        short_names,
+    }
+}
+
+pub const RESOURCES: &[ResourceType] = &[
+    rt("", "v1", "namespaces", "namespace", "Namespace", false, &["ns"]),
+    rt("", "v1", "pods", "pod", "Pod", true, &["po"]),
+    rt("", "v1", "services", "service", "Service", true, &["svc"]),
+    rt("", "v1", "configmaps", "configmap", "ConfigMap", true, &["cm"]),
+    rt("", "v1", "secrets", "secret", "Secret", true, &[]),
+    rt("", "v1", "serviceaccounts", "serviceaccount", "ServiceAccount", true, &["sa"]),
+    rt("", "v1", "events", "event", "Event", true, &["ev"]),
+    rt("apps", "v1", "deployments", "deployment", "Deployment", true, &["deploy"]),
+    rt("apps", "v1", "replicasets", "replicaset", "ReplicaSet", true, &["rs"]),
+    rt("rbac.authorization.k8s.io", "v1", "roles", "role", "Role", true, &[]),
+    rt("rbac.authorization.k8s.io", "v1", "rolebindings", "rolebinding", "RoleBinding", true, &[]),
+    rt("rbac.authorization.k8s.io", "v1", "clusterroles", "clusterrole", "ClusterRole", false, &[]),
+    rt(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "clusterrolebindings",
+        "clusterrolebinding",
+        "ClusterRoleBinding",
+        false,
+        &[],
+    ),
+];
+
+/// Groups with create-only review resources, served for discovery.
+const REVIEW_GROUPS: &[(&str, &[(&str, &str, bool)])] = &[
+    (
+        "authorization.k8s.io",
+        &[
+            ("selfsubjectaccessreviews", "SelfSubjectAccessReview", false),
+            ("selfsubjectrulesreviews", "SelfSubjectRulesReview", false),
+        ],
+    ),
+    (
+        "authentication.k8s.io",
+        &[("selfsubjectreviews", "SelfSubjectReview", false)],
+    ),
+];
+
+pub fn lookup(group: &str, version: &str, name: &str) -> Option<&'static ResourceType> {
+    RESOURCES
+        .iter()
+        .find(|r| r.group == group && r.version == version && r.name == name)
+}
+
+pub fn by_kind(api_version: &str, kind: &str) -> Option<&'static ResourceType> {
+    RESOURCES
+        .iter()
+        .find(|r| r.api_version() == api_version && r.kind == kind)
+}
+
+const VERBS: &[&str] = &[
+    "create",
+    "delete",
+    "deletecollection",
+    "get",
+    "list",
+    "patch",
+    "update",
+    "watch",
+];
+
+pub fn groups() -> Vec<&'static str> {
+    let mut out: Vec<&str> = Vec::new();
+    for r in RESOURCES {
+        if !r.group.is_empty() && !out.contains(&r.group) {
+            out.push(r.group);
+        }
+    }
+    for (g, _) in REVIEW_GROUPS {
+        out.push(g);
+    }
+    out
+}
+
+pub fn api_versions(server_address: &str) -> Value {
+    json!({
+        "kind": "APIVersions",
+        "versions": ["v1"],
+        "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": server_address}],
+    })
+}
+
+pub fn api_group_list() -> Value {
+    let groups: Vec<Value> = groups()
+        .into_iter()
+        .map(|g| {
+            let gv = json!({"groupVersion": format!("{g}/v1"), "version": "v1"});
+            json!({"name": g, "versions": [gv.clone()], "preferredVersion": gv})
+        })
+        .collect();
+    json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
+}
+
+pub fn api_group(group: &str) -> Option<Value> {
+    if !groups().contains(&group) {
+        return None;
+    }
+    let gv = json!({"groupVersion": format!("{group}/v1"), "version": "v1"});
+    Some(json!({
+        "kind": "APIGroup", "apiVersion": "v1", "name": group,
+        "versions": [gv.clone()], "preferredVersion": gv,
+    }))
+}
+
+pub fn resource_list(group: &str, version: &str) -> Option<Value> {
+    let gv = if group.is_empty() {
+        version.to_owned()
+    } else {
+        format!("{group}/{version}")
+    };
+    if version != "v1" {
+        return None;
+    }
+    let mut resources = Vec::new();
+    for r in RESOURCES.iter().filter(|r| r.group == group) {
+        resources.push(json!({
+            "name": r.name, "singularName": r.singular, "namespaced": r.namespaced,
+            "kind": r.kind, "verbs": VERBS, "shortNames": r.short_names,
+        }));
+        let subs: &[(&str, &str, &[&str])] = match r.name {
+            "pods" => &[
+                ("log", "Pod", &["get"]),
+                ("exec", "PodExecOptions", &["create", "get"]),
+                ("attach", "PodAttachOptions", &["create", "get"]),
+                ("portforward", "PodPortForwardOptions", &["create", "get"]),
+                ("status", "Pod", &["get", "patch", "update"]),
+            ],
+            "serviceaccounts" => &[("token", "TokenRequest", &["create"])],
+            "deployments" | "replicasets" => &[("status", r.kind, &["get", "patch", "update"])],
+            _ => &[],
+        };
+        for (sub, kind, verbs) in subs {
+            let mut v = json!({
+                "name": format!("{}/{}", r.name, sub), "singularName": "",
+                "namespaced": r.namespaced, "kind": kind, "verbs": verbs,
+            });
+            if *sub == "token" {
+                v["group"] = json!("authentication.k8s.io");
+                v["version"] = json!("v1");
+            }
+            resources.push(v);
+        }
+    }
+    for (g, list) in REVIEW_GROUPS {
+        if *g == group {
+            for (name, kind, namespaced) in *list {
+                resources.push(json!({
+                    "name": name, "singularName": "", "namespaced": namespaced,
+                    "kind": kind, "verbs": ["create"],
+                }));
+            }
+        }
+    }
+    if resources.is_empty() {
+        return None;
+    }
+    Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}))
+}

@@ -8,6 +8,7 @@
 
 mod objects;
 mod patch;
+mod proto;
 mod rbac;
 mod resources;
 mod server;

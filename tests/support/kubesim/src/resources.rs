@@ -213,3 +213,66 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
     }
     Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}))
 }
+
+fn gv_path(group: &str) -> String {
+    if group.is_empty() {
+        "api/v1".to_owned()
+    } else {
+        format!("apis/{group}/v1")
+    }
+}
+
+/// `/openapi/v3`: one entry per group-version. The documents behind them only describe the
+/// PATCH operations and their `fieldValidation` parameter, which is what kubectl reads to
+/// choose server-side validation for `apply` and `create`.
+pub fn openapi_v3_root() -> Value {
+    let mut paths = serde_json::Map::new();
+    for g in std::iter::once("").chain(groups()) {
+        let p = gv_path(g);
+        paths.insert(
+            p.clone(),
+            json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash=kubesim1")}),
+        );
+    }
+    json!({"paths": paths})
+}
+
+pub fn openapi_v3_gv(path: &str) -> Option<Value> {
+    let group = if path == "api/v1" {
+        ""
+    } else {
+        path.strip_prefix("apis/")?.strip_suffix("/v1")?
+    };
+    if !group.is_empty() && !groups().contains(&group) {
+        return None;
+    }
+    let mut paths = serde_json::Map::new();
+    for r in RESOURCES.iter().filter(|r| r.group == group) {
+        let url = if r.namespaced {
+            format!("/{path}/namespaces/{{namespace}}/{}/{{name}}", r.name)
+        } else {
+            format!("/{path}/{}/{{name}}", r.name)
+        };
+        paths.insert(
+            url,
+            json!({"patch": {
+                "operationId": format!("patch{}", r.kind),
+                "x-kubernetes-group-version-kind": {"group": r.group, "version": r.version, "kind": r.kind},
+                "x-kubernetes-action": "patch",
+                "parameters": [
+                    {"name": "dryRun", "in": "query", "schema": {"type": "string"}},
+                    {"name": "fieldManager", "in": "query", "schema": {"type": "string"}},
+                    {"name": "fieldValidation", "in": "query", "schema": {"type": "string"}},
+                    {"name": "force", "in": "query", "schema": {"type": "boolean"}},
+                ],
+                "responses": {"200": {"description": "OK"}},
+            }}),
+        );
+    }
+    Some(json!({
+        "openapi": "3.0.0",
+        "info": {"title": "Kubernetes", "version": "v1.33.0-kubesim"},
+        "paths": paths,
+        "components": {"schemas": {}},
+    }))
+}

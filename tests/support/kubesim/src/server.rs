@@ -304,14 +304,29 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
         Ok(b) => b,
         Err(_) => return error_response(ApiError::bad_request("request body too large")),
     };
+    let body = if body.starts_with(b"k8s\0") {
+        match crate::proto::decode(&body) {
+            Some(v) => bytes::Bytes::from(v.to_string()),
+            None => {
+                return error_response(ApiError::new(
+                    415,
+                    "UnsupportedMediaType",
+                    "this server reads protobuf only for reviews and token requests; send application/json",
+                ));
+            }
+        }
+    } else {
+        body
+    };
     let Some(rt) = resources::lookup(&attrs.group, &version, &attrs.resource) else {
         if attrs.verb == "create" && attrs.name.is_empty() {
             return review(&inner, &user, &attrs, &body);
         }
         return not_found_path();
     };
-    if rt.namespaced != (!attrs.namespace.is_empty() || rt.name == "namespaces")
-        && !(rt.namespaced && attrs.name.is_empty() && matches!(attrs.verb.as_str(), "list" | "watch"))
+    let cluster_wide_list = attrs.name.is_empty() && matches!(attrs.verb.as_str(), "list" | "watch");
+    if (!rt.namespaced && !attrs.namespace.is_empty() && rt.name != "namespaces")
+        || (rt.namespaced && attrs.namespace.is_empty() && !cluster_wide_list)
     {
         return not_found_path();
     }
@@ -457,6 +472,8 @@ fn discovery(inner: &Inner, path: &str) -> Response {
         ["apis"] => Some(resources::api_group_list()),
         ["apis", group] => resources::api_group(group),
         ["apis", group, version] => resources::resource_list(group, version),
+        ["openapi", "v3"] => Some(resources::openapi_v3_root()),
+        ["openapi", "v3", rest @ ..] => resources::openapi_v3_gv(&rest.join("/")),
         ["healthz" | "livez" | "readyz"] => {
             return (
                 StatusCode::OK,

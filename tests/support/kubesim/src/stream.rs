@@ -368,6 +368,13 @@ fn exit_status(code: i32, command: &[String]) -> Value {
     })
 }
 
+fn normal_close() -> Message {
+    Message::Close(Some(axum::extract::ws::CloseFrame {
+        code: axum::extract::ws::close_code::NORMAL,
+        reason: "".into(),
+    }))
+}
+
 async fn send(ws: &mut WebSocket, channel: u8, data: &[u8]) -> bool {
     let mut frame = Vec::with_capacity(data.len() + 1);
     frame.push(channel);
@@ -408,7 +415,7 @@ async fn exec(mut ws: WebSocket, command: Vec<String>, ns: String, pod: String, 
     }
     let st = exit_status(run.code, &command);
     if send(&mut ws, ERROR, st.to_string().as_bytes()).await {
-        let _ = ws.send(Message::Close(None)).await;
+        let _ = ws.send(normal_close()).await;
     }
 }
 
@@ -438,7 +445,7 @@ async fn attach(mut ws: WebSocket, ns: String, pod: String, stdin: bool) {
     }
     let st = exit_status(0, &[]);
     if send(&mut ws, ERROR, st.to_string().as_bytes()).await {
-        let _ = ws.send(Message::Close(None)).await;
+        let _ = ws.send(normal_close()).await;
     }
 }
 

@@ -1,0 +1,139 @@
+//! Just enough protobuf to read the request bodies kubectl's typed clients send
+//! (`application/vnd.kubernetes.protobuf`): access reviews and token requests. Answers are
+//! JSON, which those clients accept too.
+
+use serde_json::{Value, json};
+
+const MAGIC: &[u8] = b"k8s\0";
+
+/// Field number → raw values (varints as u64, length-delimited as bytes).
+enum Field<'a> {
+    Varint(u64),
+    Bytes(&'a [u8]),
+}
+
+fn varint(buf: &[u8], pos: &mut usize) -> Option<u64> {
+    let mut out = 0u64;
+    for shift in (0..64).step_by(7) {
+        let b = *buf.get(*pos)?;
+        *pos += 1;
+        out |= u64::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            return Some(out);
+        }
+    }
+    None
+}
+
+fn fields(buf: &[u8]) -> Option<Vec<(u64, Field<'_>)>> {
+    let mut pos = 0;
+    let mut out = Vec::new();
+    while pos < buf.len() {
+        let tag = varint(buf, &mut pos)?;
+        let (num, wire) = (tag >> 3, tag & 7);
+        match wire {
+            0 => out.push((num, Field::Varint(varint(buf, &mut pos)?))),
+            1 => pos += 8,
+            5 => pos += 4,
+            2 => {
+                let len = usize::try_from(varint(buf, &mut pos)?).ok()?;
+                let data = buf.get(pos..pos.checked_add(len)?)?;
+                pos += len;
+                out.push((num, Field::Bytes(data)));
+            }
+            _ => return None,
+        }
+    }
+    Some(out)
+}
+
+fn msg(buf: &[u8], num: u64) -> Option<&[u8]> {
+    fields(buf)?.into_iter().find_map(|(n, f)| match f {
+        Field::Bytes(b) if n == num => Some(b),
+        _ => None,
+    })
+}
+
+fn string(buf: &[u8], num: u64) -> String {
+    msg(buf, num)
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+        .unwrap_or_default()
+}
+
+fn strings(buf: &[u8], num: u64) -> Vec<String> {
+    fields(buf)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(n, f)| match f {
+            Field::Bytes(b) if n == num => Some(String::from_utf8_lossy(b).into_owned()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn number(buf: &[u8], num: u64) -> Option<u64> {
+    fields(buf)?.into_iter().find_map(|(n, f)| match f {
+        Field::Varint(v) if n == num => Some(v),
+        _ => None,
+    })
+}
+
+/// Decodes a protobuf-encoded request body of a known kind into its JSON form.
+pub fn decode(body: &[u8]) -> Option<Value> {
+    let unknown = body.strip_prefix(MAGIC)?;
+    let type_meta = msg(unknown, 1)?;
+    let api_version = string(type_meta, 1);
+    let kind = string(type_meta, 2);
+    let raw = msg(unknown, 2).unwrap_or_default();
+    let spec = msg(raw, 2).unwrap_or_default();
+    let meta = msg(raw, 1).unwrap_or_default();
+    let mut v = json!({"apiVersion": api_version, "kind": kind,
+        "metadata": {"name": string(meta, 1), "namespace": string(meta, 3)}});
+    match kind.as_str() {
+        "SelfSubjectAccessReview" => {
+            if let Some(ra) = msg(spec, 1) {
+                v["spec"]["resourceAttributes"] = json!({
+                    "namespace": string(ra, 1), "verb": string(ra, 2), "group": string(ra, 3),
+                    "version": string(ra, 4), "resource": string(ra, 5),
+                    "subresource": string(ra, 6), "name": string(ra, 7)});
+            }
+            if let Some(na) = msg(spec, 2) {
+                v["spec"]["nonResourceAttributes"] =
+                    json!({"path": string(na, 1), "verb": string(na, 2)});
+            }
+        }
+        "SelfSubjectRulesReview" => v["spec"] = json!({"namespace": string(spec, 1)}),
+        "TokenRequest" => {
+            v["spec"] = json!({"audiences": strings(spec, 1)});
+            if let Some(secs) = number(spec, 4) {
+                v["spec"]["expirationSeconds"] = json!(secs);
+            }
+        }
+        "SelfSubjectReview" => {}
+        _ => return None,
+    }
+    Some(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ld(num: u8, data: &[u8]) -> Vec<u8> {
+        let mut v = vec![(num << 3) | 2, u8::try_from(data.len()).unwrap()];
+        v.extend_from_slice(data);
+        v
+    }
+
+    #[test]
+    fn access_review() {
+        let ra = [ld(1, b"default"), ld(2, b"list"), ld(5, b"pods")].concat();
+        let raw = ld(2, &ld(1, &ra));
+        let tm = [ld(1, b"authorization.k8s.io/v1"), ld(2, b"SelfSubjectAccessReview")].concat();
+        let body = [MAGIC.to_vec(), ld(1, &tm), ld(2, &raw)].concat();
+        let v = decode(&body).unwrap();
+        assert_eq!(v["spec"]["resourceAttributes"]["verb"], "list");
+        assert_eq!(v["spec"]["resourceAttributes"]["resource"], "pods");
+        assert_eq!(v["spec"]["resourceAttributes"]["namespace"], "default");
+    }
+}

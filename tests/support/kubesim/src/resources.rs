@@ -276,3 +276,26 @@ pub fn openapi_v3_gv(path: &str) -> Option<Value> {
         "components": {"schemas": {}},
     }))
 }
+
+/// A valid but empty OpenAPI v2 document in gnostic's protobuf form (swagger = 1,
+/// info = 2 { title = 1, version = 2 }). Older kubectl (before OpenAPI v3) downloads it to
+/// validate manifests; kinds it does not describe are accepted as they are.
+pub fn openapi_v2_protobuf() -> Vec<u8> {
+    fn ld(num: u8, data: &[u8]) -> Vec<u8> {
+        let mut v = vec![(num << 3) | 2];
+        let mut len = data.len();
+        loop {
+            let b = (len & 0x7f) as u8;
+            len >>= 7;
+            if len == 0 {
+                v.push(b);
+                break;
+            }
+            v.push(b | 0x80);
+        }
+        v.extend_from_slice(data);
+        v
+    }
+    let info = [ld(1, b"Kubernetes"), ld(2, b"v1.33.0-kubesim")].concat();
+    [ld(1, b"2.0"), ld(2, &info)].concat()
+}

@@ -289,7 +289,7 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
         if !rbac::authorize(&inner.store(), &user, &attrs) {
             return forbidden(&attrs, &user);
         }
-        return discovery(&inner, &path);
+        return discovery(&inner, &path, &parts.headers);
     };
     if !rbac::authorize(&inner.store(), &user, &attrs) {
         return forbidden(&attrs, &user);
@@ -458,7 +458,7 @@ fn pod_exists(inner: &Inner, rt: &ResourceType, ns: &str, name: &str) -> Result<
     }
 }
 
-fn discovery(inner: &Inner, path: &str) -> Response {
+fn discovery(inner: &Inner, path: &str, headers: &HeaderMap) -> Response {
     let path = path.trim_end_matches('/');
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
     let doc = match segs.as_slice() {
@@ -473,6 +473,25 @@ fn discovery(inner: &Inner, path: &str) -> Response {
         ["apis", group] => resources::api_group(group),
         ["apis", group, version] => resources::resource_list(group, version),
         ["openapi", "v3"] => Some(resources::openapi_v3_root()),
+        ["openapi", "v2"] => {
+            let accept = headers
+                .get(header::ACCEPT)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            if accept.contains("protobuf") {
+                return (
+                    StatusCode::OK,
+                    [(
+                        header::CONTENT_TYPE,
+                        "application/com.github.proto-openapi.spec.v2.v1.0+protobuf",
+                    )],
+                    resources::openapi_v2_protobuf(),
+                )
+                    .into_response();
+            }
+            Some(json!({"swagger": "2.0",
+                "info": {"title": "Kubernetes", "version": "v1.33.0-kubesim"}, "paths": {}}))
+        }
         ["openapi", "v3", rest @ ..] => resources::openapi_v3_gv(&rest.join("/")),
         ["healthz" | "livez" | "readyz"] => {
             return (

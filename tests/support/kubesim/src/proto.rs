@@ -1,6 +1,7 @@
 //! Just enough protobuf to read the request bodies kubectl's typed clients send
-//! (`application/vnd.kubernetes.protobuf`): access reviews and token requests. Answers are
-//! JSON, which those clients accept too.
+//! (`application/vnd.kubernetes.protobuf`, e.g. `kubectl create namespace|serviceaccount|
+//! role|rolebinding|token`, `kubectl auth can-i`). Answers are JSON, which those clients
+//! accept too.
 
 use serde_json::{Value, json};
 
@@ -78,6 +79,68 @@ fn number(buf: &[u8], num: u64) -> Option<u64> {
     })
 }
 
+fn map(buf: &[u8], num: u64, bytes_values: bool) -> Option<Value> {
+    let mut out = serde_json::Map::new();
+    for (n, f) in fields(buf)? {
+        if let (true, Field::Bytes(entry)) = (n == num, f) {
+            let value = msg(entry, 2).unwrap_or_default();
+            let value = if bytes_values {
+                use base64::Engine;
+                base64::engine::general_purpose::STANDARD.encode(value)
+            } else {
+                String::from_utf8_lossy(value).into_owned()
+            };
+            out.insert(string(entry, 1), json!(value));
+        }
+    }
+    (!out.is_empty()).then_some(Value::Object(out))
+}
+
+fn messages(buf: &[u8], num: u64) -> Vec<&[u8]> {
+    fields(buf)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(n, f)| match f {
+            Field::Bytes(b) if n == num => Some(b),
+            _ => None,
+        })
+        .collect()
+}
+
+fn object_meta(meta: &[u8]) -> Value {
+    let mut v = json!({});
+    for (key, num) in [("name", 1), ("generateName", 2), ("namespace", 3)] {
+        let s = string(meta, num);
+        if !s.is_empty() {
+            v[key] = json!(s);
+        }
+    }
+    if let Some(labels) = map(meta, 11, false) {
+        v["labels"] = labels;
+    }
+    if let Some(annotations) = map(meta, 12, false) {
+        v["annotations"] = annotations;
+    }
+    v
+}
+
+fn rules(raw: &[u8]) -> Value {
+    let rules: Vec<Value> = messages(raw, 2)
+        .into_iter()
+        .map(|r| {
+            let mut v = json!({"verbs": strings(r, 1)});
+            for (key, num) in [("apiGroups", 2), ("resources", 3), ("resourceNames", 4), ("nonResourceURLs", 5)] {
+                let l = strings(r, num);
+                if !l.is_empty() {
+                    v[key] = json!(l);
+                }
+            }
+            v
+        })
+        .collect();
+    json!(rules)
+}
+
 /// Decodes a protobuf-encoded request body of a known kind into its JSON form.
 pub fn decode(body: &[u8]) -> Option<Value> {
     let unknown = body.strip_prefix(MAGIC)?;
@@ -87,9 +150,45 @@ pub fn decode(body: &[u8]) -> Option<Value> {
     let raw = msg(unknown, 2).unwrap_or_default();
     let spec = msg(raw, 2).unwrap_or_default();
     let meta = msg(raw, 1).unwrap_or_default();
-    let mut v = json!({"apiVersion": api_version, "kind": kind,
-        "metadata": {"name": string(meta, 1), "namespace": string(meta, 3)}});
+    let mut v = json!({"apiVersion": api_version, "kind": kind, "metadata": object_meta(meta)});
     match kind.as_str() {
+        "Namespace" | "ServiceAccount" => {}
+        "ConfigMap" => {
+            if let Some(data) = map(raw, 2, false) {
+                v["data"] = data;
+            }
+        }
+        "Secret" => {
+            if let Some(data) = map(raw, 2, true) {
+                v["data"] = data;
+            }
+            let t = string(raw, 3);
+            if !t.is_empty() {
+                v["type"] = json!(t);
+            }
+            if let Some(data) = map(raw, 4, false) {
+                v["stringData"] = data;
+            }
+        }
+        "Role" | "ClusterRole" => v["rules"] = rules(raw),
+        "RoleBinding" | "ClusterRoleBinding" => {
+            let subjects: Vec<Value> = messages(raw, 2)
+                .into_iter()
+                .map(|s| {
+                    let mut v = json!({"kind": string(s, 1), "name": string(s, 3)});
+                    for (key, num) in [("apiGroup", 2), ("namespace", 4)] {
+                        let x = string(s, num);
+                        if !x.is_empty() {
+                            v[key] = json!(x);
+                        }
+                    }
+                    v
+                })
+                .collect();
+            v["subjects"] = json!(subjects);
+            let rr = msg(raw, 3).unwrap_or_default();
+            v["roleRef"] = json!({"apiGroup": string(rr, 1), "kind": string(rr, 2), "name": string(rr, 3)});
+        }
         "SelfSubjectAccessReview" => {
             if let Some(ra) = msg(spec, 1) {
                 v["spec"]["resourceAttributes"] = json!({

@@ -311,7 +311,7 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
                 return error_response(ApiError::new(
                     415,
                     "UnsupportedMediaType",
-                    "this server reads protobuf only for reviews and token requests; send application/json",
+                    "this server reads protobuf only for namespaces, service accounts, config maps, secrets, RBAC objects, reviews and token requests; send application/json",
                 ));
             }
         }

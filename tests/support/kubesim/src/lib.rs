@@ -208,7 +208,8 @@ impl KubeSim {
         path: &str,
         body: Option<&Value>,
     ) -> Result<(u16, Value), Error> {
-        self.request_as(self.admin_token(), method, path, body).await
+        self.request_as(self.admin_token(), method, path, body)
+            .await
     }
 
     /// Sends one request through the same handler as the HTTPS listener, with `token`.
@@ -315,7 +316,11 @@ impl KubeSim {
     ) -> Result<(), Error> {
         let obj = json!({"apiVersion": api_version, "kind": kind,
             "metadata": {"namespace": namespace, "name": name}});
-        Self::ok(self.request("DELETE", &object_path(&obj, true)?, None).await?).map(|_| ())
+        Self::ok(
+            self.request("DELETE", &object_path(&obj, true)?, None)
+                .await?,
+        )
+        .map(|_| ())
     }
 
     /// Mints a ServiceAccount token through the TokenRequest API.

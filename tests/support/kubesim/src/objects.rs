@@ -91,9 +91,9 @@ fn rand_suffix(n: usize) -> String {
 fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 253
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.' || c == ':')
+        && name.chars().all(|c| {
+            c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.' || c == ':'
+        })
         && name
             .chars()
             .next()
@@ -136,7 +136,10 @@ pub fn create(
         .unwrap_or("")
         .to_owned();
     if name.is_empty() {
-        if let Some(prefix) = obj.pointer("/metadata/generateName").and_then(Value::as_str) {
+        if let Some(prefix) = obj
+            .pointer("/metadata/generateName")
+            .and_then(Value::as_str)
+        {
             name = format!("{prefix}{}", rand_suffix(5));
         } else {
             return Err(ApiError::invalid(
@@ -203,7 +206,10 @@ fn defaults(rt: &ResourceType, obj: &mut Value) {
             obj["spec"] = json!({"finalizers": ["kubernetes"]});
             obj["status"] = json!({"phase": "Active"});
             let name = obj["metadata"]["name"].clone();
-            if let Some(labels) = obj["metadata"].get_mut("labels").and_then(Value::as_object_mut) {
+            if let Some(labels) = obj["metadata"]
+                .get_mut("labels")
+                .and_then(Value::as_object_mut)
+            {
                 labels.insert("kubernetes.io/metadata.name".into(), name);
             } else {
                 obj["metadata"]["labels"] = json!({"kubernetes.io/metadata.name": name});
@@ -248,7 +254,11 @@ fn defaults(rt: &ResourceType, obj: &mut Value) {
             }
             if obj.pointer("/spec/clusterIP").is_none() {
                 let mut rng = rand::rng();
-                let ip = format!("10.96.{}.{}", rng.random_range(0..255), rng.random_range(1..255));
+                let ip = format!(
+                    "10.96.{}.{}",
+                    rng.random_range(0..255),
+                    rng.random_range(1..255)
+                );
                 obj["spec"]["clusterIP"] = json!(ip);
                 obj["spec"]["clusterIPs"] = json!([ip]);
             }
@@ -503,29 +513,70 @@ pub fn bootstrap(store: &mut Store) {
     );
     let bootstrap_label = json!({"kubernetes.io/bootstrapping": "rbac-defaults"});
     let read = json!(["get", "list", "watch"]);
-    let all = json!(["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]);
-    let core = json!(["pods", "pods/log", "pods/status", "services", "configmaps", "serviceaccounts", "events", "namespaces"]);
-    let apps = json!(["deployments", "deployments/status", "replicasets", "replicasets/status"]);
+    let all = json!([
+        "create",
+        "delete",
+        "deletecollection",
+        "get",
+        "list",
+        "patch",
+        "update",
+        "watch"
+    ]);
+    let core = json!([
+        "pods",
+        "pods/log",
+        "pods/status",
+        "services",
+        "configmaps",
+        "serviceaccounts",
+        "events",
+        "namespaces"
+    ]);
+    let apps = json!([
+        "deployments",
+        "deployments/status",
+        "replicasets",
+        "replicasets/status"
+    ]);
     let roles = [
-        ("cluster-admin", json!([
+        (
+            "cluster-admin",
+            json!([
             {"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]},
-            {"nonResourceURLs": ["*"], "verbs": ["*"]}])),
-        ("admin", json!([
+            {"nonResourceURLs": ["*"], "verbs": ["*"]}]),
+        ),
+        (
+            "admin",
+            json!([
             {"apiGroups": [""], "resources": ["pods", "pods/log", "pods/exec", "pods/attach", "pods/portforward", "services", "configmaps", "secrets", "serviceaccounts", "events"], "verbs": all},
             {"apiGroups": [""], "resources": ["serviceaccounts/token"], "verbs": ["create"]},
             {"apiGroups": ["apps"], "resources": apps, "verbs": all},
-            {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["roles", "rolebindings"], "verbs": all}])),
-        ("edit", json!([
+            {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["roles", "rolebindings"], "verbs": all}]),
+        ),
+        (
+            "edit",
+            json!([
             {"apiGroups": [""], "resources": ["pods", "pods/log", "pods/exec", "pods/attach", "pods/portforward", "services", "configmaps", "secrets", "serviceaccounts", "events"], "verbs": all},
-            {"apiGroups": ["apps"], "resources": apps, "verbs": all}])),
-        ("view", json!([
+            {"apiGroups": ["apps"], "resources": apps, "verbs": all}]),
+        ),
+        (
+            "view",
+            json!([
             {"apiGroups": [""], "resources": core, "verbs": read},
-            {"apiGroups": ["apps"], "resources": apps, "verbs": read}])),
-        ("system:discovery", json!([
-            {"nonResourceURLs": ["/api", "/api/*", "/apis", "/apis/*", "/healthz", "/livez", "/readyz", "/openapi", "/openapi/*", "/version", "/version/"], "verbs": ["get"]}])),
-        ("system:basic-user", json!([
+            {"apiGroups": ["apps"], "resources": apps, "verbs": read}]),
+        ),
+        (
+            "system:discovery",
+            json!([
+            {"nonResourceURLs": ["/api", "/api/*", "/apis", "/apis/*", "/healthz", "/livez", "/readyz", "/openapi", "/openapi/*", "/version", "/version/"], "verbs": ["get"]}]),
+        ),
+        (
+            "system:basic-user",
+            json!([
             {"apiGroups": ["authorization.k8s.io"], "resources": ["selfsubjectaccessreviews", "selfsubjectrulesreviews"], "verbs": ["create"]},
-            {"apiGroups": ["authentication.k8s.io"], "resources": ["selfsubjectreviews"], "verbs": ["create"]}])),
+            {"apiGroups": ["authentication.k8s.io"], "resources": ["selfsubjectreviews"], "verbs": ["create"]}]),
+        ),
     ];
     for (name, rules) in roles {
         let _ = create(
@@ -537,8 +588,16 @@ pub fn bootstrap(store: &mut Store) {
     }
     let bindings = [
         ("cluster-admin", "cluster-admin", "system:masters"),
-        ("system:discovery", "system:discovery", "system:authenticated"),
-        ("system:basic-user", "system:basic-user", "system:authenticated"),
+        (
+            "system:discovery",
+            "system:discovery",
+            "system:authenticated",
+        ),
+        (
+            "system:basic-user",
+            "system:basic-user",
+            "system:authenticated",
+        ),
     ];
     for (name, role, group) in bindings {
         let _ = create(

@@ -126,7 +126,8 @@ fn parent<'a>(doc: &'a mut Value, parts: &[String]) -> Result<&'a mut Value, Str
             Value::Object(m) => m.get_mut(p).ok_or_else(|| format!("missing path /{p}"))?,
             Value::Array(a) => {
                 let i: usize = p.parse().map_err(|_| format!("bad index {p}"))?;
-                a.get_mut(i).ok_or_else(|| format!("index {i} out of range"))?
+                a.get_mut(i)
+                    .ok_or_else(|| format!("index {i} out of range"))?
             }
             _ => return Err(format!("cannot traverse into /{p}")),
         };
@@ -170,7 +171,9 @@ fn add(doc: &mut Value, path: &str, value: Value) -> Result<(), String> {
 fn remove(doc: &mut Value, path: &str) -> Result<Value, String> {
     let (parts, last) = split_pointer(path)?;
     match parent(doc, &parts)? {
-        Value::Object(m) => m.remove(&last).ok_or_else(|| format!("missing path {path}")),
+        Value::Object(m) => m
+            .remove(&last)
+            .ok_or_else(|| format!("missing path {path}")),
         Value::Array(a) => {
             let i: usize = last.parse().map_err(|_| format!("bad index {last}"))?;
             if i >= a.len() {

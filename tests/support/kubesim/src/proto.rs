@@ -129,7 +129,12 @@ fn rules(raw: &[u8]) -> Value {
         .into_iter()
         .map(|r| {
             let mut v = json!({"verbs": strings(r, 1)});
-            for (key, num) in [("apiGroups", 2), ("resources", 3), ("resourceNames", 4), ("nonResourceURLs", 5)] {
+            for (key, num) in [
+                ("apiGroups", 2),
+                ("resources", 3),
+                ("resourceNames", 4),
+                ("nonResourceURLs", 5),
+            ] {
                 let l = strings(r, num);
                 if !l.is_empty() {
                     v[key] = json!(l);
@@ -187,7 +192,8 @@ pub fn decode(body: &[u8]) -> Option<Value> {
                 .collect();
             v["subjects"] = json!(subjects);
             let rr = msg(raw, 3).unwrap_or_default();
-            v["roleRef"] = json!({"apiGroup": string(rr, 1), "kind": string(rr, 2), "name": string(rr, 3)});
+            v["roleRef"] =
+                json!({"apiGroup": string(rr, 1), "kind": string(rr, 2), "name": string(rr, 3)});
         }
         "SelfSubjectAccessReview" => {
             if let Some(ra) = msg(spec, 1) {
@@ -228,7 +234,11 @@ mod tests {
     fn access_review() {
         let ra = [ld(1, b"default"), ld(2, b"list"), ld(5, b"pods")].concat();
         let raw = ld(2, &ld(1, &ra));
-        let tm = [ld(1, b"authorization.k8s.io/v1"), ld(2, b"SelfSubjectAccessReview")].concat();
+        let tm = [
+            ld(1, b"authorization.k8s.io/v1"),
+            ld(2, b"SelfSubjectAccessReview"),
+        ]
+        .concat();
         let body = [MAGIC.to_vec(), ld(1, &tm), ld(2, &raw)].concat();
         let v = decode(&body).unwrap();
         assert_eq!(v["spec"]["resourceAttributes"]["verb"], "list");

@@ -138,11 +138,9 @@ impl Rule {
         } else {
             format!("{resource}/{sub}")
         };
-        self.resources.iter().any(|r| {
-            r == "*"
-                || *r == combined
-                || (!sub.is_empty() && *r == format!("*/{sub}"))
-        })
+        self.resources
+            .iter()
+            .any(|r| r == "*" || *r == combined || (!sub.is_empty() && *r == format!("*/{sub}")))
     }
 
     pub fn allows(&self, a: &Attributes) -> bool {
@@ -360,7 +358,9 @@ mod tests {
 
     #[test]
     fn subresources_and_names() {
-        let r = rule(json!({"verbs": ["get"], "apiGroups": [""], "resources": ["pods/log"], "resourceNames": ["a"]}));
+        let r = rule(
+            json!({"verbs": ["get"], "apiGroups": [""], "resources": ["pods/log"], "resourceNames": ["a"]}),
+        );
         let mut a = Attributes {
             verb: "get".into(),
             resource: "pods".into(),
@@ -379,11 +379,20 @@ mod tests {
 
     #[test]
     fn coverage() {
-        let owner = vec![rule(json!({"verbs": ["get", "list"], "apiGroups": [""], "resources": ["pods"]}))];
-        let ok = vec![rule(json!({"verbs": ["get"], "apiGroups": [""], "resources": ["pods"], "resourceNames": ["x"]}))];
+        let owner = vec![rule(
+            json!({"verbs": ["get", "list"], "apiGroups": [""], "resources": ["pods"]}),
+        )];
+        let ok = vec![rule(
+            json!({"verbs": ["get"], "apiGroups": [""], "resources": ["pods"], "resourceNames": ["x"]}),
+        )];
         assert!(uncovered(&owner, &ok).is_empty());
-        let bad = vec![rule(json!({"verbs": ["get", "delete"], "apiGroups": [""], "resources": ["pods"]}))];
+        let bad = vec![rule(
+            json!({"verbs": ["get", "delete"], "apiGroups": [""], "resources": ["pods"]}),
+        )];
         let missing = uncovered(&owner, &bad);
-        assert_eq!(describe(&missing), r#"{APIGroups:[""], Resources:["pods"], Verbs:["delete"]}"#);
+        assert_eq!(
+            describe(&missing),
+            r#"{APIGroups:[""], Resources:["pods"], Verbs:["delete"]}"#
+        );
     }
 }

@@ -55,18 +55,82 @@ const fn rt(
 }
 
 pub const RESOURCES: &[ResourceType] = &[
-    rt("", "v1", "namespaces", "namespace", "Namespace", false, &["ns"]),
+    rt(
+        "",
+        "v1",
+        "namespaces",
+        "namespace",
+        "Namespace",
+        false,
+        &["ns"],
+    ),
     rt("", "v1", "pods", "pod", "Pod", true, &["po"]),
     rt("", "v1", "services", "service", "Service", true, &["svc"]),
-    rt("", "v1", "configmaps", "configmap", "ConfigMap", true, &["cm"]),
+    rt(
+        "",
+        "v1",
+        "configmaps",
+        "configmap",
+        "ConfigMap",
+        true,
+        &["cm"],
+    ),
     rt("", "v1", "secrets", "secret", "Secret", true, &[]),
-    rt("", "v1", "serviceaccounts", "serviceaccount", "ServiceAccount", true, &["sa"]),
+    rt(
+        "",
+        "v1",
+        "serviceaccounts",
+        "serviceaccount",
+        "ServiceAccount",
+        true,
+        &["sa"],
+    ),
     rt("", "v1", "events", "event", "Event", true, &["ev"]),
-    rt("apps", "v1", "deployments", "deployment", "Deployment", true, &["deploy"]),
-    rt("apps", "v1", "replicasets", "replicaset", "ReplicaSet", true, &["rs"]),
-    rt("rbac.authorization.k8s.io", "v1", "roles", "role", "Role", true, &[]),
-    rt("rbac.authorization.k8s.io", "v1", "rolebindings", "rolebinding", "RoleBinding", true, &[]),
-    rt("rbac.authorization.k8s.io", "v1", "clusterroles", "clusterrole", "ClusterRole", false, &[]),
+    rt(
+        "apps",
+        "v1",
+        "deployments",
+        "deployment",
+        "Deployment",
+        true,
+        &["deploy"],
+    ),
+    rt(
+        "apps",
+        "v1",
+        "replicasets",
+        "replicaset",
+        "ReplicaSet",
+        true,
+        &["rs"],
+    ),
+    rt(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "roles",
+        "role",
+        "Role",
+        true,
+        &[],
+    ),
+    rt(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "rolebindings",
+        "rolebinding",
+        "RoleBinding",
+        true,
+        &[],
+    ),
+    rt(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "clusterroles",
+        "clusterrole",
+        "ClusterRole",
+        false,
+        &[],
+    ),
     rt(
         "rbac.authorization.k8s.io",
         "v1",
@@ -211,7 +275,9 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
     if resources.is_empty() {
         return None;
     }
-    Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}))
+    Some(
+        json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}),
+    )
 }
 
 fn gv_path(group: &str) -> String {

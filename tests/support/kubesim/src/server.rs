@@ -53,9 +53,10 @@ pub(crate) async fn serve(
             else {
                 return;
             };
-            let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                router.clone().oneshot(req.map(Body::new))
-            });
+            let service =
+                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    router.clone().oneshot(req.map(Body::new))
+                });
             let builder = auto::Builder::new(TokioExecutor::new());
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
             tokio::select! {
@@ -180,7 +181,9 @@ fn bearer(headers: &HeaderMap) -> Option<String> {
     // subprotocol instead.
     let protocols = headers.get(header::SEC_WEBSOCKET_PROTOCOL)?.to_str().ok()?;
     protocols.split(',').find_map(|p| {
-        let enc = p.trim().strip_prefix("base64url.bearer.authorization.k8s.io.")?;
+        let enc = p
+            .trim()
+            .strip_prefix("base64url.bearer.authorization.k8s.io.")?;
         let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(enc.trim_end_matches('='))
             .ok()?;
@@ -203,11 +206,11 @@ pub(crate) fn authenticate(inner: &Inner, headers: &HeaderMap) -> Option<User> {
     }
     let sa_rt = resources::lookup("", "v1", "serviceaccounts")?;
     let key = Key::new(sa_rt, &info.namespace, &info.service_account);
-    let sa_uid = inner
-        .store()
-        .objects
-        .get(&key)
-        .and_then(|sa| sa.pointer("/metadata/uid").and_then(Value::as_str).map(str::to_owned));
+    let sa_uid = inner.store().objects.get(&key).and_then(|sa| {
+        sa.pointer("/metadata/uid")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    });
     if sa_uid.as_deref() != Some(info.sa_uid.as_str()) {
         return None;
     }
@@ -324,7 +327,8 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
         }
         return not_found_path();
     };
-    let cluster_wide_list = attrs.name.is_empty() && matches!(attrs.verb.as_str(), "list" | "watch");
+    let cluster_wide_list =
+        attrs.name.is_empty() && matches!(attrs.verb.as_str(), "list" | "watch");
     if (!rt.namespaced && !attrs.namespace.is_empty() && rt.name != "namespaces")
         || (rt.namespaced && attrs.namespace.is_empty() && !cluster_wide_list)
     {
@@ -352,7 +356,14 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
         ("get", "status") => get(&inner, rt, &ns, &attrs.name, &accept),
         ("list", "") => list(&inner, rt, &ns, &query, &accept),
         ("watch", "") => {
-            return stream::watch(&inner, rt, &ns, &attrs.name, &query, table::wants_table(&accept));
+            return stream::watch(
+                &inner,
+                rt,
+                &ns,
+                &attrs.name,
+                &query,
+                table::wants_table(&accept),
+            );
         }
         ("get", "log") if rt.name == "pods" => {
             return match pod_exists(&inner, rt, &ns, &attrs.name) {
@@ -385,8 +396,15 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
         ("update", "" | "status") => parse(&body).and_then(|obj| {
             let mut store = inner.store();
             check_rbac_write(&store, &user, rt, &ns, &obj)?;
-            objects::update(&mut store, rt, &ns, &attrs.name, obj, attrs.subresource == "status")
-                .map(|o| (200, o))
+            objects::update(
+                &mut store,
+                rt,
+                &ns,
+                &attrs.name,
+                obj,
+                attrs.subresource == "status",
+            )
+            .map(|o| (200, o))
         }),
         ("patch", "" | "status") => {
             patch_object(&inner, &user, rt, &ns, &attrs, &content_type, &body)
@@ -441,7 +459,12 @@ fn forbidden(attrs: &Attributes, user: &User) -> Response {
     }
     json_response(
         403,
-        &status(403, "Forbidden", &attrs.forbidden_message(user), Some(details)),
+        &status(
+            403,
+            "Forbidden",
+            &attrs.forbidden_message(user),
+            Some(details),
+        ),
     )
 }
 
@@ -524,7 +547,10 @@ fn get(
         .ok_or_else(|| ApiError::not_found(rt, name))?;
     if table::wants_table(accept) {
         let rv = obj["metadata"]["resourceVersion"].clone();
-        return Ok((200, table::table(rt, &[obj], json!({"resourceVersion": rv}))));
+        return Ok((
+            200,
+            table::table(rt, &[obj], json!({"resourceVersion": rv})),
+        ));
     }
     Ok((200, obj))
 }
@@ -550,12 +576,19 @@ fn matching(
         .list(&resource, Some(ns))
         .into_iter()
         .map(|(_, o)| o)
-        .filter(|o| labels.matches_labels(o.pointer("/metadata/labels")) && fields.matches_fields(o))
+        .filter(|o| {
+            labels.matches_labels(o.pointer("/metadata/labels")) && fields.matches_fields(o)
+        })
         .cloned()
         .collect())
 }
 
-fn list_object(rt: &ResourceType, items: Vec<Value>, rv: u64, cont: Option<(String, usize)>) -> Value {
+fn list_object(
+    rt: &ResourceType,
+    items: Vec<Value>,
+    rv: u64,
+    cont: Option<(String, usize)>,
+) -> Value {
     let mut meta = json!({"resourceVersion": rv.to_string()});
     if let Some((token, remaining)) = cont {
         meta["continue"] = json!(token);
@@ -606,7 +639,10 @@ fn list(
                 last["metadata"]["namespace"].as_str().unwrap_or(""),
                 last["metadata"]["name"].as_str().unwrap_or("")
             );
-            cont = Some((base64::engine::general_purpose::STANDARD.encode(k), remaining));
+            cont = Some((
+                base64::engine::general_purpose::STANDARD.encode(k),
+                remaining,
+            ));
         }
     }
     if table::wants_table(accept) {
@@ -652,7 +688,9 @@ fn patch_object(
             return Err(ApiError::new(
                 415,
                 "UnsupportedMediaType",
-                &format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json (got {other:?})"),
+                &format!(
+                    "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json (got {other:?})"
+                ),
             ));
         }
     }
@@ -664,8 +702,15 @@ fn patch_object(
         next["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"].clone();
     }
     check_rbac_write(&store, user, rt, ns, &next)?;
-    objects::update(&mut store, rt, ns, &attrs.name, next, attrs.subresource == "status")
-        .map(|o| (200, o))
+    objects::update(
+        &mut store,
+        rt,
+        ns,
+        &attrs.name,
+        next,
+        attrs.subresource == "status",
+    )
+    .map(|o| (200, o))
 }
 
 /// The real server's escalation prevention for RBAC objects.
@@ -707,7 +752,11 @@ fn check_rbac_write(
         "rolebindings" | "clusterrolebindings" => {
             let kind = obj["roleRef"]["kind"].as_str().unwrap_or("");
             let role = obj["roleRef"]["name"].as_str().unwrap_or("");
-            let resource = if kind == "ClusterRole" { "clusterroles" } else { "roles" };
+            let resource = if kind == "ClusterRole" {
+                "clusterroles"
+            } else {
+                "roles"
+            };
             if may("bind", resource, role, ns) {
                 return Ok(());
             }
@@ -769,7 +818,9 @@ fn token_request(inner: &Inner, ns: &str, sa: &str, body: &[u8]) -> Result<(u16,
             "spec.expirationSeconds: Invalid value: must be positive",
         ));
     }
-    let now = time::OffsetDateTime::now_utc().replace_nanosecond(0).unwrap_or(time::OffsetDateTime::now_utc());
+    let now = time::OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .unwrap_or(time::OffsetDateTime::now_utc());
     let expires = now + time::Duration::seconds(secs);
     let b64 = |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
     let claims = json!({
@@ -847,10 +898,14 @@ fn review(inner: &Inner, user: &User, attrs: &Attributes, body: &[u8]) -> Respon
             json_response(201, &out)
         }
         ("authorization.k8s.io", "selfsubjectrulesreviews") => {
-            let ns = req.pointer("/spec/namespace").and_then(Value::as_str).unwrap_or("");
+            let ns = req
+                .pointer("/spec/namespace")
+                .and_then(Value::as_str)
+                .unwrap_or("");
             let rules = rbac::rules_for(&inner.store(), user, ns);
-            let (nonres, res): (Vec<_>, Vec<_>) =
-                rules.into_iter().partition(|r| !r.non_resource_urls.is_empty());
+            let (nonres, res): (Vec<_>, Vec<_>) = rules
+                .into_iter()
+                .partition(|r| !r.non_resource_urls.is_empty());
             out["status"] = json!({
                 "resourceRules": res.iter().map(rbac::Rule::to_json).collect::<Vec<_>>(),
                 "nonResourceRules": nonres.iter().map(rbac::Rule::to_json).collect::<Vec<_>>(),

@@ -93,7 +93,8 @@ impl Store {
         self.objects
             .iter()
             .filter(|(k, _)| {
-                k.resource == resource && namespace.is_none_or(|ns| ns.is_empty() || k.namespace == ns)
+                k.resource == resource
+                    && namespace.is_none_or(|ns| ns.is_empty() || k.namespace == ns)
             })
             .collect()
     }
@@ -103,7 +104,10 @@ pub fn now_rfc3339() -> String {
     time::OffsetDateTime::now_utc()
         .replace_nanosecond(0)
         .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_default()
 }
 
@@ -184,7 +188,10 @@ impl Selector {
                 reqs.push(Req::In(k.trim().into(), set_values(v)?));
             } else if let Some(k) = p.strip_prefix('!') {
                 reqs.push(Req::NotExists(k.trim().into()));
-            } else if p.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c)) {
+            } else if p
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
+            {
                 reqs.push(Req::Exists(p.into()));
             } else {
                 return Err(format!("unable to parse requirement: {p:?}"));
@@ -248,7 +255,8 @@ mod tests {
 
     #[test]
     fn field_selectors() {
-        let pod = json!({"metadata": {"name": "a", "namespace": "n"}, "status": {"phase": "Running"}});
+        let pod =
+            json!({"metadata": {"name": "a", "namespace": "n"}, "status": {"phase": "Running"}});
         let ok = |s: &str| Selector::parse(s).unwrap().matches_fields(&pod);
         assert!(ok("metadata.name=a,metadata.namespace=n"));
         assert!(ok("status.phase!=Pending"));

@@ -90,7 +90,10 @@ pub fn watch(
         let events = store.events.subscribe();
         let (initial, gone) = match since {
             Some(rv) if !send_initial => match store.since(rv) {
-                Some(evs) => (evs.into_iter().filter(|e| filter.matches(e)).collect(), false),
+                Some(evs) => (
+                    evs.into_iter().filter(|e| filter.matches(e)).collect(),
+                    false,
+                ),
                 None => (Vec::new(), true),
             },
             _ => (
@@ -114,7 +117,11 @@ pub fn watch(
     let wrap = move |obj: &Value| -> Value {
         if as_table {
             let rv = obj["metadata"]["resourceVersion"].clone();
-            table::table(rt, std::slice::from_ref(obj), json!({"resourceVersion": rv}))
+            table::table(
+                rt,
+                std::slice::from_ref(obj),
+                json!({"resourceVersion": rv}),
+            )
         } else {
             obj.clone()
         }
@@ -216,7 +223,11 @@ pub fn logs(ns: &str, pod: &str, query: &Query) -> Response {
     let (tx, rx) = mpsc::channel::<Bytes>(16);
     tokio::spawn(async move {
         for n in (total - tail + 1)..=total {
-            if tx.send(log_line(&ns, &pod, &container, n, timestamps)).await.is_err() {
+            if tx
+                .send(log_line(&ns, &pod, &container, n, timestamps))
+                .await
+                .is_err()
+            {
                 return;
             }
         }
@@ -289,7 +300,9 @@ fn run_words(words: &[String], env: &[(String, String)], out: &mut Run) -> Optio
             out.code = code;
             return Some(code);
         }
-        "sh" | "/bin/sh" | "bash" | "/bin/bash" if args.first().map(String::as_str) == Some("-c") => {
+        "sh" | "/bin/sh" | "bash" | "/bin/bash"
+            if args.first().map(String::as_str) == Some("-c") =>
+        {
             let script = args.get(1).cloned().unwrap_or_default();
             for part in script.split(';') {
                 let words = shell_words(part);
@@ -339,7 +352,10 @@ fn shell_words(s: &str) -> Vec<String> {
 
 fn interpret(command: &[String], ns: &str, pod: &str) -> Run {
     let env = vec![
-        ("PATH".to_owned(), "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_owned()),
+        (
+            "PATH".to_owned(),
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_owned(),
+        ),
         ("HOSTNAME".to_owned(), pod.to_owned()),
         ("POD_NAMESPACE".to_owned(), ns.to_owned()),
         ("KUBERNETES_SERVICE_HOST".to_owned(), "10.96.0.1".to_owned()),
@@ -401,7 +417,14 @@ async fn cat(ws: &mut WebSocket, out_channel: u8) {
     }
 }
 
-async fn exec(mut ws: WebSocket, command: Vec<String>, ns: String, pod: String, tty: bool, stdin: bool) {
+async fn exec(
+    mut ws: WebSocket,
+    command: Vec<String>,
+    ns: String,
+    pod: String,
+    tty: bool,
+    stdin: bool,
+) {
     let run = interpret(&command, &ns, &pod);
     let err_channel = if tty { STDOUT } else { STDERR };
     if !run.stdout.is_empty() && !send(&mut ws, STDOUT, run.stdout.as_bytes()).await {
@@ -480,7 +503,13 @@ const PROTOCOLS: [&str; 4] = [
     "channel.k8s.io",
 ];
 
-pub fn upgrade(ws: WebSocketUpgrade, subresource: &str, ns: &str, pod: &str, query: &Query) -> Response {
+pub fn upgrade(
+    ws: WebSocketUpgrade,
+    subresource: &str,
+    ns: &str,
+    pod: &str,
+    query: &Query,
+) -> Response {
     let (ns, pod) = (ns.to_owned(), pod.to_owned());
     let stdin = query.flag("stdin");
     let tty = query.flag("tty");
@@ -520,7 +549,11 @@ mod tests {
     #[test]
     fn shell_scripts() {
         let cmd = |s: &[&str]| s.iter().map(|w| (*w).to_owned()).collect::<Vec<_>>();
-        let r = interpret(&cmd(&["sh", "-c", "echo 'a  b'; exit 3; echo no"]), "d", "p");
+        let r = interpret(
+            &cmd(&["sh", "-c", "echo 'a  b'; exit 3; echo no"]),
+            "d",
+            "p",
+        );
         assert_eq!(r.stdout, "a  b\n");
         assert_eq!(r.code, 3);
         assert!(interpret(&cmd(&["cat"]), "d", "p").cat);

@@ -67,7 +67,11 @@ fn columns(rt: &ResourceType) -> Vec<(&'static str, &'static str)> {
             ("Age", "string"),
         ],
         "namespaces" => vec![("Name", "string"), ("Status", "string"), ("Age", "string")],
-        "serviceaccounts" => vec![("Name", "string"), ("Secrets", "integer"), ("Age", "string")],
+        "serviceaccounts" => vec![
+            ("Name", "string"),
+            ("Secrets", "integer"),
+            ("Age", "string"),
+        ],
         "events" => vec![
             ("Last Seen", "string"),
             ("Type", "string"),
@@ -85,7 +89,11 @@ fn columns(rt: &ResourceType) -> Vec<(&'static str, &'static str)> {
 fn cells(rt: &ResourceType, o: &Value) -> Vec<Value> {
     let name = json!(field_str(o, "metadata.name"));
     let n = |p: &str| o.pointer(p).and_then(Value::as_u64).unwrap_or(0);
-    let count = |p: &str| o.pointer(p).and_then(Value::as_object).map_or(0, |m| m.len());
+    let count = |p: &str| {
+        o.pointer(p)
+            .and_then(Value::as_object)
+            .map_or(0, |m| m.len())
+    };
     match rt.name {
         "pods" => {
             let statuses = o
@@ -104,7 +112,11 @@ fn cells(rt: &ResourceType, o: &Value) -> Vec<Value> {
         }
         "deployments" => vec![
             name,
-            json!(format!("{}/{}", n("/status/readyReplicas"), n("/spec/replicas"))),
+            json!(format!(
+                "{}/{}",
+                n("/status/readyReplicas"),
+                n("/spec/replicas")
+            )),
             json!(n("/status/updatedReplicas")),
             json!(n("/status/availableReplicas")),
             json!(age(o)),
@@ -123,11 +135,7 @@ fn cells(rt: &ResourceType, o: &Value) -> Vec<Value> {
                 .map(|ps| {
                     ps.iter()
                         .map(|p| {
-                            format!(
-                                "{}/{}",
-                                p["port"],
-                                p["protocol"].as_str().unwrap_or("TCP")
-                            )
+                            format!("{}/{}", p["port"], p["protocol"].as_str().unwrap_or("TCP"))
                         })
                         .collect()
                 })

@@ -40,7 +40,9 @@ pub(crate) fn create() -> Result<Pki, Error> {
         "127.0.0.1".to_owned(),
         "kubernetes.default.svc".to_owned(),
     ])?;
-    params.distinguished_name.push(DnType::CommonName, "kube-apiserver");
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "kube-apiserver");
     params.not_before = now - time::Duration::hours(1);
     params.not_after = now + time::Duration::days(30);
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];

@@ -6,7 +6,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("url: {}", sim.url());
     println!("kubeconfig: {}", sim.kubeconfig_path().display());
     println!("token: {}", sim.admin_token());
-    println!("try: KUBECONFIG={} kubectl get ns", sim.kubeconfig_path().display());
+    println!(
+        "try: KUBECONFIG={} kubectl get ns",
+        sim.kubeconfig_path().display()
+    );
     tokio::signal::ctrl_c().await?;
     sim.stop();
     Ok(())

@@ -154,7 +154,7 @@ impl Rule {
         }
         Self::has(&self.api_groups, &a.group)
             && self.resource_matches(&a.resource, &a.subresource)
-            && (self.resource_names.is_empty() || self.resource_names.iter().any(|n| *n == a.name))
+            && (self.resource_names.is_empty() || self.resource_names.contains(&a.name))
     }
 }
 

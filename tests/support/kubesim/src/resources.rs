@@ -143,7 +143,10 @@ pub const RESOURCES: &[ResourceType] = &[
 ];
 
 /// Groups with create-only review resources, served for discovery.
-const REVIEW_GROUPS: &[(&str, &[(&str, &str, bool)])] = &[
+/// (resource, kind, namespaced)
+type Review = (&'static str, &'static str, bool);
+
+const REVIEW_GROUPS: &[(&str, &[Review])] = &[
     (
         "authorization.k8s.io",
         &[

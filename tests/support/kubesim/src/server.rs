@@ -437,7 +437,7 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
         _ => Err(ApiError::new(
             405,
             "MethodNotAllowed",
-            &format!("the server does not allow this method on the requested resource"),
+            "the server does not allow this method on the requested resource",
         )),
     };
     match result {

@@ -273,9 +273,7 @@ struct Run {
 }
 
 fn run_words(words: &[String], env: &[(String, String)], out: &mut Run) -> Option<i32> {
-    let Some(cmd) = words.first() else {
-        return None;
-    };
+    let cmd = words.first()?;
     let args = &words[1..];
     match cmd.as_str() {
         "echo" => {
@@ -403,11 +401,7 @@ async fn cat(ws: &mut WebSocket, out_channel: u8) {
     while let Some(Ok(msg)) = ws.recv().await {
         match msg {
             Message::Binary(b) if !b.is_empty() => match b[0] {
-                STDIN => {
-                    if b.len() > 1 && !send(ws, out_channel, &b[1..]).await {
-                        return;
-                    }
-                }
+                STDIN if b.len() > 1 && !send(ws, out_channel, &b[1..]).await => return,
                 CLOSE if b.get(1) == Some(&STDIN) => return,
                 _ => {}
             },
@@ -485,10 +479,10 @@ async fn portforward(mut ws: WebSocket, ports: Vec<u16>) {
     }
     while let Some(Ok(msg)) = ws.recv().await {
         match msg {
-            Message::Binary(b) if b.len() > 1 && b[0] % 2 == 0 => {
-                if !send(&mut ws, b[0], &b[1..]).await {
-                    return;
-                }
+            Message::Binary(b)
+                if b.len() > 1 && b[0] % 2 == 0 && !send(&mut ws, b[0], &b[1..]).await =>
+            {
+                return;
             }
             Message::Close(_) => return,
             _ => {}

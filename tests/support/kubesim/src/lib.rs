@@ -12,6 +12,7 @@ mod proto;
 mod rbac;
 mod resources;
 mod server;
+mod spdy;
 mod store;
 mod stream;
 mod table;

@@ -375,6 +375,14 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
             if let Err(e) = pod_exists(&inner, rt, &ns, &attrs.name) {
                 return error_response(e);
             }
+            let wants_spdy = parts
+                .headers
+                .get(header::UPGRADE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.eq_ignore_ascii_case("SPDY/3.1"));
+            if wants_spdy {
+                return spdy_upgrade(&mut parts, &attrs, &ns, &query);
+            }
             let ws = axum::extract::ws::WebSocketUpgrade::from_request_parts(&mut parts, &()).await;
             return match ws {
                 Ok(ws) => stream::upgrade(ws, &attrs.subresource, &ns, &attrs.name, &query),
@@ -444,6 +452,70 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
         Ok((code, v)) => json_response(code, &v),
         Err(e) => error_response(e),
     }
+}
+
+/// `Upgrade: SPDY/3.1` for exec, attach and port-forward from older kubectl.
+fn spdy_upgrade(
+    parts: &mut axum::http::request::Parts,
+    attrs: &Attributes,
+    ns: &str,
+    query: &Query,
+) -> Response {
+    let offered: Vec<String> = parts
+        .headers
+        .get_all("x-stream-protocol-version")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|v| v.trim().to_owned())
+        .collect();
+    let wanted = if attrs.subresource == "portforward" {
+        "portforward.k8s.io"
+    } else {
+        "v4.channel.k8s.io"
+    };
+    if !offered.iter().any(|p| p == wanted) {
+        return error_response(ApiError::new(
+            403,
+            "Forbidden",
+            &format!(
+                "unable to upgrade: this server supports only the {wanted} SPDY stream protocol"
+            ),
+        ));
+    }
+    let Some(on_upgrade) = parts.extensions.remove::<hyper::upgrade::OnUpgrade>() else {
+        return error_response(ApiError::bad_request("connection cannot be upgraded"));
+    };
+    let subresource = attrs.subresource.clone();
+    let (ns, pod) = (ns.to_owned(), attrs.name.clone());
+    let mut command = query.all("command");
+    if subresource == "attach" {
+        command = vec!["cat".to_owned()];
+    }
+    let flags = [
+        query.flag("stdin"),
+        query.flag("stdout"),
+        query.flag("stderr"),
+        query.flag("tty"),
+    ];
+    tokio::spawn(async move {
+        let Ok(upgraded) = on_upgrade.await else {
+            return;
+        };
+        let io = crate::spdy::IoTransport(TokioIo::new(upgraded));
+        if subresource == "portforward" {
+            crate::spdy::portforward(io).await;
+        } else {
+            crate::spdy::exec(io, command, ns, pod, flags).await;
+        }
+    });
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::CONNECTION, "Upgrade")
+        .header(header::UPGRADE, "SPDY/3.1")
+        .header("X-Stream-Protocol-Version", wanted)
+        .body(Body::empty())
+        .unwrap_or_default()
 }
 
 fn forbidden(attrs: &Attributes, user: &User) -> Response {

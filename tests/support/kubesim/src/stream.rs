@@ -264,12 +264,12 @@ const ERROR: u8 = 3;
 const CLOSE: u8 = 255;
 
 /// The outcome of a built-in command before any stdin is read.
-struct Run {
-    stdout: String,
-    stderr: String,
-    code: i32,
+pub(crate) struct Run {
+    pub stdout: String,
+    pub stderr: String,
+    pub code: i32,
     /// `cat`: copy stdin to stdout until stdin closes.
-    cat: bool,
+    pub cat: bool,
 }
 
 fn run_words(words: &[String], env: &[(String, String)], out: &mut Run) -> Option<i32> {
@@ -348,7 +348,7 @@ fn shell_words(s: &str) -> Vec<String> {
     words
 }
 
-fn interpret(command: &[String], ns: &str, pod: &str) -> Run {
+pub(crate) fn interpret(command: &[String], ns: &str, pod: &str) -> Run {
     let env = vec![
         (
             "PATH".to_owned(),
@@ -370,7 +370,7 @@ fn interpret(command: &[String], ns: &str, pod: &str) -> Run {
     run
 }
 
-fn exit_status(code: i32, command: &[String]) -> Value {
+pub(crate) fn exit_status(code: i32, command: &[String]) -> Value {
     if code == 0 {
         return json!({"metadata": {}, "status": "Success"});
     }
@@ -490,6 +490,9 @@ async fn portforward(mut ws: WebSocket, ports: Vec<u16>) {
     }
 }
 
+/// kubectl 1.31+ tunnels SPDY port-forward streams through WebSocket binary messages.
+const SPDY_TUNNEL: &str = "SPDY/3.1+portforward.k8s.io";
+
 const PROTOCOLS: [&str; 4] = [
     "v5.channel.k8s.io",
     "v4.channel.k8s.io",
@@ -507,7 +510,11 @@ pub fn upgrade(
     let (ns, pod) = (ns.to_owned(), pod.to_owned());
     let stdin = query.flag("stdin");
     let tty = query.flag("tty");
-    let ws = ws.protocols(PROTOCOLS);
+    let ws = if subresource == "portforward" {
+        ws.protocols(std::iter::once(SPDY_TUNNEL).chain(PROTOCOLS))
+    } else {
+        ws.protocols(PROTOCOLS)
+    };
     match subresource {
         "exec" => {
             let command = query.all("command");
@@ -519,6 +526,12 @@ pub fn upgrade(
             ws.on_upgrade(move |socket| exec(socket, command, ns, pod, tty, stdin))
         }
         "attach" => ws.on_upgrade(move |socket| attach(socket, ns, pod, stdin)),
+        _ if ws
+            .selected_protocol()
+            .is_some_and(|p| p.as_bytes() == SPDY_TUNNEL.as_bytes()) =>
+        {
+            ws.on_upgrade(|socket| crate::spdy::portforward(crate::spdy::WsTransport(socket)))
+        }
         _ => {
             let ports: Vec<u16> = query
                 .all("ports")

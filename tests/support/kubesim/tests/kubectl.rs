@@ -29,8 +29,8 @@ fn kubectls() -> Vec<PathBuf> {
     found
 }
 
-/// kubectl 1.30 and newer speak the WebSocket exec protocol; older ones only SPDY.
-fn speaks_websocket_exec(bin: &Path) -> bool {
+/// kubectl 1.27 predates some v1 APIs (`auth whoami`).
+fn is_recent(bin: &Path) -> bool {
     !bin.to_string_lossy().ends_with("1.27")
 }
 
@@ -369,10 +369,6 @@ async fn exec_passes_stdin_and_exit_codes() {
         .unwrap();
     let kc = sim.kubeconfig_path();
     for bin in kubectls() {
-        if !speaks_websocket_exec(&bin) {
-            eprintln!("{}: SPDY exec is not simulated; skipped", bin.display());
-            continue;
-        }
         let out = ok(
             &bin,
             kc,
@@ -437,7 +433,7 @@ async fn service_account_tokens_and_rbac_denials() {
 
     for bin in &bins {
         // `auth whoami` is beta in 1.27 and asks for a version this server does not serve.
-        if speaks_websocket_exec(bin) {
+        if is_recent(bin) {
             let who = ok(bin, &sa_kc, &["auth", "whoami", "-o", "json"], None).await;
             assert!(who.contains("system:serviceaccount:ztka-system:x"), "{who}");
         }
@@ -514,7 +510,7 @@ subjects:
             "{}",
             del.stderr
         );
-        if speaks_websocket_exec(bin) {
+        {
             let ex = kubectl(
                 bin,
                 &sa_kc,
@@ -785,4 +781,50 @@ async fn in_process_api() {
     let started = std::time::Instant::now();
     sim.request("GET", "/version", None).await.unwrap();
     assert!(started.elapsed() >= Duration::from_millis(200));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn port_forward_round_trips_bytes() {
+    use tokio::io::AsyncReadExt;
+    let sim = sim().await;
+    sim.create(pod("default", "echo", json!({}))).await.unwrap();
+    for bin in kubectls() {
+        let mut child = Command::new(&bin)
+            .env_clear()
+            .env("KUBECONFIG", sim.kubeconfig_path())
+            .env("HOME", sim.dir())
+            .args(["port-forward", "pod/echo", "0:8080"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        // "Forwarding from 127.0.0.1:41234 -> 8080"
+        let port: u16 = line
+            .split_whitespace()
+            .nth(2)
+            .and_then(|a| a.rsplit(':').next())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected output {line:?}"));
+        for round in 0..2 {
+            let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .unwrap();
+            let msg = format!("ping {round} from {}\n", bin.display());
+            tcp.write_all(msg.as_bytes()).await.unwrap();
+            let mut back = vec![0u8; msg.len()];
+            tokio::time::timeout(Duration::from_secs(10), tcp.read_exact(&mut back))
+                .await
+                .unwrap_or_else(|_| panic!("{}: no echo", bin.display()))
+                .unwrap();
+            assert_eq!(String::from_utf8(back).unwrap(), msg);
+        }
+        child.kill().await.unwrap();
+    }
 }

@@ -396,6 +396,8 @@ async fn exec_passes_stdin_and_exit_codes() {
         assert!(out.stderr.contains("command terminated with exit code 7"));
         let env = ok(&bin, kc, &["exec", "shell", "--", "env"], None).await;
         assert!(env.contains("HOSTNAME=shell"), "{env}");
+        let attached = ok(&bin, kc, &["attach", "-i", "shell"], Some("typed\n")).await;
+        assert!(attached.contains("typed"), "{attached}");
     }
 }
 
@@ -486,6 +488,19 @@ subjects:
         )
         .await;
         assert_eq!(pods.trim(), "pod/p");
+        let rules = ok(
+            bin,
+            &sa_kc,
+            &["auth", "can-i", "--list", "-n", "default"],
+            None,
+        )
+        .await;
+        assert!(
+            rules
+                .lines()
+                .any(|l| l.starts_with("pods ") && l.contains("[get list watch]")),
+            "{rules}"
+        );
         let can = ok(
             bin,
             &sa_kc,

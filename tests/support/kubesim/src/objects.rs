@@ -436,7 +436,100 @@ pub fn update(
     obj["metadata"]["resourceVersion"] = json!(rv.to_string());
     store.objects.insert(key.clone(), obj.clone());
     store.publish("MODIFIED", &key, obj.clone());
+    if matches!(rt.name, "deployments" | "replicasets")
+        && current.pointer("/spec/replicas") != obj.pointer("/spec/replicas")
+    {
+        reconcile(store, rt, namespace, &obj);
+    }
     Ok(obj)
+}
+
+fn owned_by<'a>(
+    store: &'a Store,
+    resource: &str,
+    ns: &str,
+    owner: &Value,
+) -> Vec<(&'a Key, &'a Value)> {
+    let uid = &owner["metadata"]["uid"];
+    store
+        .list(resource, Some(ns))
+        .into_iter()
+        .filter(|(_, o)| {
+            o.pointer("/metadata/ownerReferences")
+                .and_then(Value::as_array)
+                .is_some_and(|refs| refs.iter().any(|r| r["uid"] == *uid))
+        })
+        .collect()
+}
+
+/// What the deployment and replica set controllers do when `spec.replicas` changes.
+fn reconcile(store: &mut Store, rt: &'static ResourceType, ns: &str, obj: &Value) {
+    let replicas = obj
+        .pointer("/spec/replicas")
+        .and_then(Value::as_u64)
+        .unwrap_or(1);
+    if rt.name == "deployments" {
+        let sets: Vec<Value> = owned_by(store, "apps/replicasets", ns, obj)
+            .into_iter()
+            .map(|(_, o)| o.clone())
+            .collect();
+        let Some(rs_rt) = resources::lookup("apps", "v1", "replicasets") else {
+            return;
+        };
+        for mut rs in sets {
+            rs["spec"]["replicas"] = json!(replicas);
+            let name = rs["metadata"]["name"].as_str().unwrap_or("").to_owned();
+            let _ = update(store, rs_rt, ns, &name, rs, false);
+        }
+        return;
+    }
+    let Some(pod_rt) = resources::lookup("", "v1", "pods") else {
+        return;
+    };
+    let pods: Vec<String> = owned_by(store, "/pods", ns, obj)
+        .into_iter()
+        .map(|(k, _)| k.name.clone())
+        .collect();
+    let have = pods.len() as u64;
+    if have > replicas {
+        for name in pods.iter().skip(replicas as usize) {
+            let _ = delete(store, pod_rt, ns, name, false);
+        }
+    } else {
+        let template = obj.pointer("/spec/template").cloned().unwrap_or(json!({}));
+        let name = obj["metadata"]["name"].as_str().unwrap_or("").to_owned();
+        for _ in have..replicas {
+            let pod = json!({
+                "metadata": {"name": format!("{name}-{}", rand_suffix(5)),
+                    "labels": template.pointer("/metadata/labels").cloned().unwrap_or(json!({})),
+                    "ownerReferences": owner_ref(obj)},
+                "spec": template.get("spec").cloned().unwrap_or(json!({"containers": []})),
+            });
+            let _ = create(store, pod_rt, ns, pod);
+        }
+    }
+}
+
+/// The autoscaling/v1 Scale view of a deployment or replica set.
+pub fn scale_of(obj: &Value) -> Value {
+    let labels = obj
+        .pointer("/spec/selector/matchLabels")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default();
+    let meta = &obj["metadata"];
+    json!({
+        "apiVersion": "autoscaling/v1", "kind": "Scale",
+        "metadata": {"name": meta["name"], "namespace": meta["namespace"], "uid": meta["uid"],
+            "resourceVersion": meta["resourceVersion"], "creationTimestamp": meta["creationTimestamp"]},
+        "spec": {"replicas": obj.pointer("/spec/replicas").cloned().unwrap_or(json!(1))},
+        "status": {"replicas": obj.pointer("/status/replicas").cloned().unwrap_or(json!(0)), "selector": labels},
+    })
 }
 
 /// Deletes an object at once, then its dependents (unless orphaned) and, for a namespace,
@@ -448,6 +541,17 @@ pub fn delete(
     name: &str,
     orphan: bool,
 ) -> Result<Value, ApiError> {
+    if rt.name == "namespaces" && matches!(name, "default" | "kube-system" | "kube-public") {
+        return Err(ApiError {
+            code: 403,
+            body: status(
+                403,
+                "Forbidden",
+                &format!("namespaces {name:?} is forbidden: this namespace may not be deleted"),
+                Some(json!({"name": name, "kind": "namespaces"})),
+            ),
+        });
+    }
     let key = Key::new(rt, namespace, name);
     let Some(mut obj) = store.objects.remove(&key) else {
         return Err(ApiError::not_found(rt, name));

@@ -1,6 +1,7 @@
 //! Just enough protobuf to read the request bodies kubectl's typed clients send
 //! (`application/vnd.kubernetes.protobuf`, e.g. `kubectl create namespace|serviceaccount|
-//! role|rolebinding|token`, `kubectl auth can-i`). Answers are JSON, which those clients
+//! deployment|role|rolebinding|token`, `kubectl expose`, `kubectl auth can-i`): the fields
+//! those commands set, not every field of every kind. Answers are JSON, which those clients
 //! accept too.
 
 use serde_json::{Value, json};
@@ -146,6 +147,59 @@ fn rules(raw: &[u8]) -> Value {
     json!(rules)
 }
 
+/// The API server's default for an unset port protocol.
+fn or_tcp(protocol: String) -> String {
+    if protocol.is_empty() {
+        "TCP".to_owned()
+    } else {
+        protocol
+    }
+}
+
+fn label_selector(sel: &[u8]) -> Value {
+    json!({"matchLabels": map(sel, 1, false).unwrap_or(json!({}))})
+}
+
+fn container(c: &[u8]) -> Value {
+    let mut v = json!({"name": string(c, 1), "image": string(c, 2)});
+    for (key, num) in [("command", 3), ("args", 4)] {
+        let l = strings(c, num);
+        if !l.is_empty() {
+            v[key] = json!(l);
+        }
+    }
+    let ports: Vec<Value> = messages(c, 6)
+        .into_iter()
+        .map(|p| {
+            let mut v = json!({"containerPort": number(p, 3).unwrap_or(0),
+                "protocol": or_tcp(string(p, 4))});
+            let name = string(p, 1);
+            if !name.is_empty() {
+                v["name"] = json!(name);
+            }
+            v
+        })
+        .collect();
+    if !ports.is_empty() {
+        v["ports"] = json!(ports);
+    }
+    let env: Vec<Value> = messages(c, 7)
+        .into_iter()
+        .map(|e| json!({"name": string(e, 1), "value": string(e, 2)}))
+        .collect();
+    if !env.is_empty() {
+        v["env"] = json!(env);
+    }
+    v
+}
+
+fn pod_template(t: &[u8]) -> Value {
+    let spec = msg(t, 2).unwrap_or_default();
+    let containers: Vec<Value> = messages(spec, 2).into_iter().map(container).collect();
+    json!({"metadata": object_meta(msg(t, 1).unwrap_or_default()),
+        "spec": {"containers": containers}})
+}
+
 /// Decodes a protobuf-encoded request body of a known kind into its JSON form.
 pub fn decode(body: &[u8]) -> Option<Value> {
     let unknown = body.strip_prefix(MAGIC)?;
@@ -176,6 +230,43 @@ pub fn decode(body: &[u8]) -> Option<Value> {
             }
         }
         "Role" | "ClusterRole" => v["rules"] = rules(raw),
+        "Pod" => v["spec"] = pod_template(raw)["spec"].clone(),
+        "Deployment" | "ReplicaSet" => {
+            v["spec"] = json!({
+                "replicas": number(spec, 1).unwrap_or(1),
+                "selector": label_selector(msg(spec, 2).unwrap_or_default()),
+                "template": pod_template(msg(spec, 3).unwrap_or_default()),
+            });
+        }
+        "Service" => {
+            let ports: Vec<Value> = messages(spec, 1)
+                .into_iter()
+                .map(|p| {
+                    let target = msg(p, 4).unwrap_or_default();
+                    let target = match number(target, 1) {
+                        Some(1) => json!(string(target, 3)),
+                        _ => json!(number(target, 2).unwrap_or(0)),
+                    };
+                    let mut v = json!({"protocol": or_tcp(string(p, 2)), "port": number(p, 3).unwrap_or(0),
+                        "targetPort": target});
+                    let name = string(p, 1);
+                    if !name.is_empty() {
+                        v["name"] = json!(name);
+                    }
+                    v
+                })
+                .collect();
+            v["spec"] = json!({"ports": ports});
+            if let Some(sel) = map(spec, 2, false) {
+                v["spec"]["selector"] = sel;
+            }
+            for (key, num) in [("clusterIP", 3), ("type", 4)] {
+                let x = string(spec, num);
+                if !x.is_empty() {
+                    v["spec"][key] = json!(x);
+                }
+            }
+        }
         "RoleBinding" | "ClusterRoleBinding" => {
             let subjects: Vec<Value> = messages(raw, 2)
                 .into_iter()

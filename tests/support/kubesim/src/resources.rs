@@ -237,10 +237,14 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
     }
     let mut resources = Vec::new();
     for r in RESOURCES.iter().filter(|r| r.group == group) {
-        resources.push(json!({
+        let mut doc = json!({
             "name": r.name, "singularName": r.singular, "namespaced": r.namespaced,
             "kind": r.kind, "verbs": VERBS, "shortNames": r.short_names,
-        }));
+        });
+        if matches!(r.name, "pods" | "services" | "deployments" | "replicasets") {
+            doc["categories"] = json!(["all"]);
+        }
+        resources.push(doc);
         let subs: &[(&str, &str, &[&str])] = match r.name {
             "pods" => &[
                 ("log", "Pod", &["get"]),
@@ -250,7 +254,10 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
                 ("status", "Pod", &["get", "patch", "update"]),
             ],
             "serviceaccounts" => &[("token", "TokenRequest", &["create"])],
-            "deployments" | "replicasets" => &[("status", r.kind, &["get", "patch", "update"])],
+            "deployments" | "replicasets" => &[
+                ("status", r.kind, &["get", "patch", "update"]),
+                ("scale", "Scale", &["get", "patch", "update"]),
+            ],
             _ => &[],
         };
         for (sub, kind, verbs) in subs {
@@ -260,6 +267,10 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
             });
             if *sub == "token" {
                 v["group"] = json!("authentication.k8s.io");
+                v["version"] = json!("v1");
+            }
+            if *sub == "scale" {
+                v["group"] = json!("autoscaling");
                 v["version"] = json!("v1");
             }
             resources.push(v);

@@ -314,7 +314,7 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
                 return error_response(ApiError::new(
                     415,
                     "UnsupportedMediaType",
-                    "this server reads protobuf only for namespaces, service accounts, config maps, secrets, RBAC objects, reviews and token requests; send application/json",
+                    "this server reads protobuf only for the kinds kubectl create sends that way; send application/json",
                 ));
             }
         }
@@ -392,6 +392,11 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
                     "Upgrade request required: this server speaks the WebSocket stream protocols (v5.channel.k8s.io, v4.channel.k8s.io) only",
                 )),
             };
+        }
+        ("get" | "update" | "patch", "scale")
+            if matches!(rt.name, "deployments" | "replicasets") =>
+        {
+            scale(&inner, rt, &ns, &attrs, &content_type, &body)
         }
         ("create", "token") if rt.name == "serviceaccounts" => {
             token_request(&inner, &ns, &attrs.name, &body)
@@ -516,6 +521,54 @@ fn spdy_upgrade(
         .header("X-Stream-Protocol-Version", wanted)
         .body(Body::empty())
         .unwrap_or_default()
+}
+
+/// `deployments/scale` and `replicasets/scale` (`kubectl scale`).
+fn scale(
+    inner: &Inner,
+    rt: &'static ResourceType,
+    ns: &str,
+    attrs: &Attributes,
+    content_type: &str,
+    body: &[u8],
+) -> Result<(u16, Value), ApiError> {
+    let mut store = inner.store();
+    let obj = store
+        .objects
+        .get(&Key::new(rt, ns, &attrs.name))
+        .cloned()
+        .ok_or_else(|| ApiError::not_found(rt, &attrs.name))?;
+    let mut view = objects::scale_of(&obj);
+    match attrs.verb.as_str() {
+        "get" => return Ok((200, view)),
+        "update" => view = parse(body)?,
+        _ => {
+            let p = parse(body)?;
+            if content_type.starts_with("application/json-patch+json") {
+                patch::json_patch(&mut view, &p).map_err(|e| ApiError::new(422, "Invalid", &e))?;
+            } else {
+                patch::merge(&mut view, &p);
+            }
+        }
+    }
+    let sent_rv = view
+        .pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str);
+    if attrs.verb == "update"
+        && sent_rv.is_some_and(|v| {
+            !v.is_empty() && Some(v) != obj["metadata"]["resourceVersion"].as_str()
+        })
+    {
+        return Err(ApiError::conflict(rt, &attrs.name));
+    }
+    let replicas = view
+        .pointer("/spec/replicas")
+        .and_then(Value::as_u64)
+        .ok_or_else(|| ApiError::invalid(rt, &attrs.name, "spec.replicas: Required value"))?;
+    let mut next = obj.clone();
+    next["spec"]["replicas"] = json!(replicas);
+    let updated = objects::update(&mut store, rt, ns, &attrs.name, next, false)?;
+    Ok((200, objects::scale_of(&updated)))
 }
 
 fn forbidden(attrs: &Attributes, user: &User) -> Response {

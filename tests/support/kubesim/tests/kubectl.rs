@@ -843,3 +843,73 @@ async fn port_forward_round_trips_bytes() {
         child.kill().await.unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_scale_expose_and_get_all() {
+    let sim = sim().await;
+    let kc = sim.kubeconfig_path();
+    for (i, bin) in kubectls().into_iter().enumerate() {
+        let name = format!("app{i}");
+        let label = format!("app={name}");
+        ok(
+            &bin,
+            kc,
+            &[
+                "create",
+                "deployment",
+                &name,
+                "--image=nginx",
+                "--replicas=2",
+            ],
+            None,
+        )
+        .await;
+        ok(
+            &bin,
+            kc,
+            &[
+                "rollout",
+                "status",
+                &format!("deploy/{name}"),
+                "--timeout=10s",
+            ],
+            None,
+        )
+        .await;
+        ok(&bin, kc, &["scale", "deploy", &name, "--replicas=3"], None).await;
+        assert_eq!(
+            sim.list("v1", "Pod", "default", &label)
+                .await
+                .unwrap()
+                .len(),
+            3
+        );
+        ok(&bin, kc, &["scale", "deploy", &name, "--replicas=1"], None).await;
+        assert_eq!(
+            sim.list("v1", "Pod", "default", &label)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+        ok(&bin, kc, &["expose", "deploy", &name, "--port=80"], None).await;
+        let svc = sim
+            .get("v1", "Service", "default", &name)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(svc["spec"]["ports"][0]["port"], 80);
+        let all = ok(&bin, kc, &["get", "all"], None).await;
+        assert!(
+            all.contains(&format!("deployment.apps/{name}"))
+                && all.contains(&format!("service/{name}")),
+            "{all}"
+        );
+        let out = kubectl(&bin, kc, &["delete", "namespace", "default"], None).await;
+        assert!(
+            out.stderr.contains("this namespace may not be deleted"),
+            "{}",
+            out.stderr
+        );
+    }
+}

@@ -913,3 +913,55 @@ async fn create_scale_expose_and_get_all() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_resumes_from_a_resource_version_with_bookmarks() {
+    let sim = sim().await;
+    let cm = |name: &str| {
+        json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": name, "namespace": "default"}})
+    };
+    let before = sim.create(cm("before")).await.unwrap();
+    let rv = before["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    sim.create(cm("after")).await.unwrap();
+    sim.delete("v1", "ConfigMap", "default", "before")
+        .await
+        .unwrap();
+    let path = format!(
+        "/api/v1/namespaces/default/configmaps?watch=true&resourceVersion={rv}&allowWatchBookmarks=true&timeoutSeconds=2"
+    );
+    let started = std::time::Instant::now();
+    let (code, body) = sim.request("GET", &path, None).await.unwrap();
+    assert_eq!(code, 200);
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "timeoutSeconds ends the watch"
+    );
+    let events: Vec<Value> = body
+        .as_str()
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let summary: Vec<(String, String)> = events
+        .iter()
+        .filter(|e| e["type"] != "BOOKMARK")
+        .map(|e| {
+            (
+                e["type"].as_str().unwrap().to_owned(),
+                e["object"]["metadata"]["name"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            ("ADDED".to_owned(), "after".to_owned()),
+            ("DELETED".to_owned(), "before".to_owned())
+        ]
+    );
+    assert!(events.iter().any(|e| e["type"] == "BOOKMARK"), "{events:?}");
+}

@@ -311,26 +311,7 @@ fn after_create(store: &mut Store, rt: &ResourceType, namespace: &str, obj: &Val
                 let _ = create(store, sa, &name, json!({"metadata": {"name": "default"}}));
             }
         }
-        "deployments" => {
-            let template = obj.pointer("/spec/template").cloned().unwrap_or(json!({}));
-            let hash = rand_suffix(10);
-            let mut labels = template
-                .pointer("/metadata/labels")
-                .cloned()
-                .unwrap_or(json!({}));
-            labels["pod-template-hash"] = json!(hash);
-            let mut rs_template = template;
-            rs_template["metadata"]["labels"] = labels.clone();
-            let rs = json!({
-                "metadata": {"name": format!("{name}-{hash}"), "labels": labels,
-                    "ownerReferences": owner_ref(obj)},
-                "spec": {"replicas": obj["spec"]["replicas"], "template": rs_template,
-                    "selector": {"matchLabels": labels}},
-            });
-            if let Some(rs_rt) = lookup("replicasets") {
-                let _ = create(store, rs_rt, namespace, rs);
-            }
-        }
+        "deployments" => new_replica_set(store, namespace, obj),
         "replicasets" => {
             let replicas = obj["spec"]["replicas"].as_u64().unwrap_or(1);
             let template = obj.pointer("/spec/template").cloned().unwrap_or(json!({}));
@@ -350,6 +331,29 @@ fn after_create(store: &mut Store, rt: &ResourceType, namespace: &str, obj: &Val
             }
         }
         _ => {}
+    }
+}
+
+/// The deployment controller's ReplicaSet for the deployment's current template.
+fn new_replica_set(store: &mut Store, namespace: &str, obj: &Value) {
+    let name = obj["metadata"]["name"].as_str().unwrap_or("").to_owned();
+    let template = obj.pointer("/spec/template").cloned().unwrap_or(json!({}));
+    let hash = rand_suffix(10);
+    let mut labels = template
+        .pointer("/metadata/labels")
+        .cloned()
+        .unwrap_or(json!({}));
+    labels["pod-template-hash"] = json!(hash);
+    let mut rs_template = template;
+    rs_template["metadata"]["labels"] = labels.clone();
+    let rs = json!({
+        "metadata": {"name": format!("{name}-{hash}"), "labels": labels,
+            "ownerReferences": owner_ref(obj)},
+        "spec": {"replicas": obj["spec"]["replicas"], "template": rs_template,
+            "selector": {"matchLabels": labels}},
+    });
+    if let Some(rs_rt) = resources::lookup("apps", "v1", "replicasets") {
+        let _ = create(store, rs_rt, namespace, rs);
     }
 }
 
@@ -436,7 +440,11 @@ pub fn update(
     obj["metadata"]["resourceVersion"] = json!(rv.to_string());
     store.objects.insert(key.clone(), obj.clone());
     store.publish("MODIFIED", &key, obj.clone());
-    if matches!(rt.name, "deployments" | "replicasets")
+    if rt.name == "deployments"
+        && current.pointer("/spec/template") != obj.pointer("/spec/template")
+    {
+        roll_out(store, namespace, &obj);
+    } else if matches!(rt.name, "deployments" | "replicasets")
         && current.pointer("/spec/replicas") != obj.pointer("/spec/replicas")
     {
         reconcile(store, rt, namespace, &obj);
@@ -462,6 +470,24 @@ fn owned_by<'a>(
         .collect()
 }
 
+/// A new template: scale the old replica sets to zero and start a new one (an instant
+/// "Recreate").
+fn roll_out(store: &mut Store, ns: &str, deployment: &Value) {
+    let Some(rs_rt) = resources::lookup("apps", "v1", "replicasets") else {
+        return;
+    };
+    let old: Vec<Value> = owned_by(store, "apps/replicasets", ns, deployment)
+        .into_iter()
+        .map(|(_, o)| o.clone())
+        .collect();
+    for mut rs in old {
+        rs["spec"]["replicas"] = json!(0);
+        let name = rs["metadata"]["name"].as_str().unwrap_or("").to_owned();
+        let _ = update(store, rs_rt, ns, &name, rs, false);
+    }
+    new_replica_set(store, ns, deployment);
+}
+
 /// What the deployment and replica set controllers do when `spec.replicas` changes.
 fn reconcile(store: &mut Store, rt: &'static ResourceType, ns: &str, obj: &Value) {
     let replicas = obj
@@ -469,9 +495,11 @@ fn reconcile(store: &mut Store, rt: &'static ResourceType, ns: &str, obj: &Value
         .and_then(Value::as_u64)
         .unwrap_or(1);
     if rt.name == "deployments" {
+        // Only the replica set of the current template follows the deployment's count.
         let sets: Vec<Value> = owned_by(store, "apps/replicasets", ns, obj)
             .into_iter()
             .map(|(_, o)| o.clone())
+            .filter(|rs| rs.pointer("/spec/template/spec") == obj.pointer("/spec/template/spec"))
             .collect();
         let Some(rs_rt) = resources::lookup("apps", "v1", "replicasets") else {
             return;

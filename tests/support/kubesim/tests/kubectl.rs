@@ -279,6 +279,14 @@ async fn deleting_a_deployment_removes_its_replica_sets_and_pods() {
     )
     .await;
     assert_eq!(image, "nginx:2", "strategic merge kept the container list");
+    // The new template rolled out: the pods run the new image.
+    let pods = sim.list("v1", "Pod", "default", "app=web").await.unwrap();
+    assert_eq!(pods.len(), 2);
+    assert!(
+        pods.iter()
+            .all(|p| p["spec"]["containers"][0]["image"] == "nginx:2"),
+        "{pods:?}"
+    );
     ok(&bin, kc, &["delete", "deployment", "web"], None).await;
     assert!(
         sim.list("v1", "Pod", "default", "app=web")

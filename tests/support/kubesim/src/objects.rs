@@ -304,7 +304,7 @@ fn owner_ref(owner: &Value) -> Value {
 /// What controllers would do next: default service accounts, replica sets and pods.
 fn after_create(store: &mut Store, rt: &ResourceType, namespace: &str, obj: &Value) {
     let name = obj["metadata"]["name"].as_str().unwrap_or("").to_owned();
-    let lookup = |n| resources::lookup(if n == "replicasets" { "apps" } else { "" }, "v1", n);
+    let lookup = |n: &str| resources::lookup(if n == "replicasets" { "apps" } else { "" }, "v1", n);
     match rt.name {
         "namespaces" => {
             if let Some(sa) = lookup("serviceaccounts") {
@@ -312,6 +312,55 @@ fn after_create(store: &mut Store, rt: &ResourceType, namespace: &str, obj: &Val
             }
         }
         "deployments" => new_replica_set(store, namespace, obj),
+        "pods" => {
+            let Some(ev_rt) = lookup("events") else {
+                return;
+            };
+            let image = obj
+                .pointer("/spec/containers/0/image")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned();
+            let container = obj
+                .pointer("/spec/containers/0/name")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned();
+            let now = now_rfc3339();
+            let steps = [
+                (
+                    "Scheduled",
+                    "default-scheduler",
+                    format!("Successfully assigned {namespace}/{name} to kubesim-node"),
+                ),
+                (
+                    "Pulled",
+                    "kubelet",
+                    format!("Container image {image:?} already present on machine"),
+                ),
+                (
+                    "Created",
+                    "kubelet",
+                    format!("Created container: {container}"),
+                ),
+                (
+                    "Started",
+                    "kubelet",
+                    format!("Started container {container}"),
+                ),
+            ];
+            for (reason, component, message) in steps {
+                let ev = json!({
+                    "metadata": {"name": format!("{name}.{:016x}", store.rv + 1)},
+                    "involvedObject": {"apiVersion": "v1", "kind": "Pod", "name": name,
+                        "namespace": namespace, "uid": obj["metadata"]["uid"]},
+                    "reason": reason, "message": message, "type": "Normal", "count": 1,
+                    "source": {"component": component}, "reportingComponent": component,
+                    "firstTimestamp": now, "lastTimestamp": now,
+                });
+                let _ = create(store, ev_rt, namespace, ev);
+            }
+        }
         "replicasets" => {
             let replicas = obj["spec"]["replicas"].as_u64().unwrap_or(1);
             let template = obj.pointer("/spec/template").cloned().unwrap_or(json!({}));

@@ -206,6 +206,10 @@ async fn get_list_describe() {
         let described = ok(&bin, kc, &["describe", "pod", "web-1"], None).await;
         assert!(described.contains("Name:") && described.contains("web-1"));
         assert!(described.contains("Status:") && described.contains("Running"));
+        assert!(
+            described.contains("Started container main"),
+            "events: {described}"
+        );
 
         let missing = kubectl(&bin, kc, &["get", "pod", "nope"], None).await;
         assert_ne!(missing.code, 0);

@@ -359,6 +359,8 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
     } else {
         attrs.namespace.clone()
     };
+    // `dryRun=All`: run the write against a copy of the store and throw it away.
+    let dry_run = query.get("dryRun") == Some("All");
     let result = match (attrs.verb.as_str(), attrs.subresource.as_str()) {
         ("get", "") => get(&inner, rt, &ns, &attrs.name, &accept),
         ("get", "status") => get(&inner, rt, &ns, &attrs.name, &accept),
@@ -410,26 +412,28 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
             token_request(&inner, &ns, &attrs.name, &body)
         }
         ("create", "") => parse(&body).and_then(|obj| {
-            let mut store = inner.store();
-            check_rbac_write(&store, &user, rt, &ns, &obj)?;
-            objects::create(&mut store, rt, &ns, obj).map(|o| (201, o))
+            with_store(&inner, dry_run, |store| {
+                check_rbac_write(store, &user, rt, &ns, &obj)?;
+                objects::create(store, rt, &ns, obj).map(|o| (201, o))
+            })
         }),
         ("update", "" | "status") => parse(&body).and_then(|obj| {
-            let mut store = inner.store();
-            check_rbac_write(&store, &user, rt, &ns, &obj)?;
-            objects::update(
-                &mut store,
-                rt,
-                &ns,
-                &attrs.name,
-                obj,
-                attrs.subresource == "status",
-            )
-            .map(|o| (200, o))
+            with_store(&inner, dry_run, |store| {
+                check_rbac_write(store, &user, rt, &ns, &obj)?;
+                objects::update(
+                    store,
+                    rt,
+                    &ns,
+                    &attrs.name,
+                    obj,
+                    attrs.subresource == "status",
+                )
+                .map(|o| (200, o))
+            })
         }),
-        ("patch", "" | "status") => {
-            patch_object(&inner, &user, rt, &ns, &attrs, &content_type, &body)
-        }
+        ("patch", "" | "status") => with_store(&inner, dry_run, |store| {
+            patch_object(store, &user, rt, &ns, &attrs, &content_type, &body)
+        }),
         ("delete", "") => {
             let opts: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
             let policy = query
@@ -437,7 +441,9 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
                 .map(str::to_owned)
                 .or_else(|| opts["propagationPolicy"].as_str().map(str::to_owned));
             let orphan = policy.as_deref() == Some("Orphan") || opts["orphanDependents"] == true;
-            objects::delete(&mut inner.store(), rt, &ns, &attrs.name, orphan).map(|o| (200, o))
+            with_store(&inner, dry_run, |store| {
+                objects::delete(store, rt, &ns, &attrs.name, orphan).map(|o| (200, o))
+            })
         }
         ("deletecollection", "") => {
             let items = match matching(&inner, rt, &ns, &query) {
@@ -529,6 +535,17 @@ fn spdy_upgrade(
         .header("X-Stream-Protocol-Version", wanted)
         .body(Body::empty())
         .unwrap_or_default()
+}
+
+fn with_store<R>(inner: &Inner, dry_run: bool, f: impl FnOnce(&mut crate::store::Store) -> R) -> R {
+    let mut guard = inner.store();
+    if dry_run {
+        let mut scratch = guard.scratch();
+        drop(guard);
+        f(&mut scratch)
+    } else {
+        f(&mut guard)
+    }
 }
 
 /// `deployments/scale` and `replicasets/scale` (`kubectl scale`).
@@ -789,7 +806,7 @@ fn list(
 }
 
 fn patch_object(
-    inner: &Inner,
+    store: &mut crate::store::Store,
     user: &User,
     rt: &'static ResourceType,
     ns: &str,
@@ -798,14 +815,13 @@ fn patch_object(
     body: &[u8],
 ) -> Result<(u16, Value), ApiError> {
     let patch_doc = parse(body)?;
-    let mut store = inner.store();
     let key = Key::new(rt, ns, &attrs.name);
     let current = store.objects.get(&key).cloned();
     let ct = content_type.split(';').next().unwrap_or("").trim();
     let Some(current) = current else {
         if ct == "application/apply-patch+yaml" {
-            check_rbac_write(&store, user, rt, ns, &patch_doc)?;
-            return objects::create(&mut store, rt, ns, patch_doc).map(|o| (201, o));
+            check_rbac_write(store, user, rt, ns, &patch_doc)?;
+            return objects::create(store, rt, ns, patch_doc).map(|o| (201, o));
         }
         return Err(ApiError::not_found(rt, &attrs.name));
     };
@@ -834,9 +850,9 @@ fn patch_object(
     if !sent {
         next["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"].clone();
     }
-    check_rbac_write(&store, user, rt, ns, &next)?;
+    check_rbac_write(store, user, rt, ns, &next)?;
     objects::update(
-        &mut store,
+        store,
         rt,
         ns,
         &attrs.name,

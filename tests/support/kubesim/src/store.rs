@@ -58,6 +58,16 @@ impl Store {
         }
     }
 
+    /// A copy of the objects with no history and no watchers, for dry runs.
+    pub fn scratch(&self) -> Self {
+        Store {
+            objects: self.objects.clone(),
+            rv: self.rv,
+            history: VecDeque::new(),
+            events: broadcast::channel(1).0,
+        }
+    }
+
     pub fn next_rv(&mut self) -> u64 {
         self.rv += 1;
         self.rv

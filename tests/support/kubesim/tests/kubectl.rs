@@ -234,6 +234,21 @@ async fn apply_then_update_then_delete() {
                 "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  namespace: default\ndata:\n  key: {value}\n"
             )
         };
+        let out = ok(
+            &bin,
+            kc,
+            &["apply", "--dry-run=server", "-f", "-"],
+            Some(&manifest("one")),
+        )
+        .await;
+        assert!(out.contains("server dry run"), "{out}");
+        assert!(
+            sim.get("v1", "ConfigMap", "default", &name)
+                .await
+                .unwrap()
+                .is_none(),
+            "a dry run stores nothing"
+        );
         let out = ok(&bin, kc, &["apply", "-f", "-"], Some(&manifest("one"))).await;
         assert!(out.contains("created"), "{out}");
         let out = ok(&bin, kc, &["apply", "-f", "-"], Some(&manifest("two"))).await;

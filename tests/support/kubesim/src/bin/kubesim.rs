@@ -25,7 +25,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "try: KUBECONFIG={} kubectl get ns",
         sim.kubeconfig_path().display()
     );
-    tokio::signal::ctrl_c().await?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r?,
+        _ = term.recv() => {}
+    }
+    // Dropping the simulator removes its temporary directory.
     sim.stop();
     Ok(())
 }

@@ -6,6 +6,7 @@
 //! memory; a few built-in behaviours (running pods, deployments owning replica sets and pods,
 //! garbage collection, pod logs and exec) stand in for controllers and kubelets.
 
+mod fs;
 mod objects;
 mod patch;
 mod proto;
@@ -94,6 +95,8 @@ pub(crate) struct Inner {
     pub admin_token: String,
     pub latency: Mutex<Duration>,
     pub server_address: String,
+    /// Per-pod files (`namespace/pod`), written by `kubectl cp`.
+    pub files: Mutex<HashMap<String, fs::Files>>,
 }
 
 impl Inner {
@@ -131,6 +134,7 @@ impl KubeSim {
             admin_token: admin_token.clone(),
             latency: Mutex::new(opts.latency),
             server_address: addr.to_string(),
+            files: Mutex::new(HashMap::new()),
         });
         objects::bootstrap(&mut inner.store());
         let router = server::router(inner.clone());

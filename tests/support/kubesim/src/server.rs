@@ -391,11 +391,18 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
                 .and_then(|v| v.to_str().ok())
                 .is_some_and(|v| v.eq_ignore_ascii_case("SPDY/3.1"));
             if wants_spdy {
-                return spdy_upgrade(&mut parts, &attrs, &ns, &query);
+                return spdy_upgrade(inner.clone(), &mut parts, &attrs, &ns, &query);
             }
             let ws = axum::extract::ws::WebSocketUpgrade::from_request_parts(&mut parts, &()).await;
             return match ws {
-                Ok(ws) => stream::upgrade(ws, &attrs.subresource, &ns, &attrs.name, &query),
+                Ok(ws) => stream::upgrade(
+                    ws,
+                    inner.clone(),
+                    &attrs.subresource,
+                    &ns,
+                    &attrs.name,
+                    &query,
+                ),
                 Err(_) => error_response(ApiError::new(
                     400,
                     "BadRequest",
@@ -475,6 +482,7 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
 
 /// `Upgrade: SPDY/3.1` for exec, attach and port-forward from older kubectl.
 fn spdy_upgrade(
+    inner: Arc<Inner>,
     parts: &mut axum::http::request::Parts,
     attrs: &Attributes,
     ns: &str,
@@ -525,7 +533,7 @@ fn spdy_upgrade(
         if subresource == "portforward" {
             crate::spdy::portforward(io).await;
         } else {
-            crate::spdy::exec(io, command, ns, pod, flags).await;
+            crate::spdy::exec(io, inner, command, ns, pod, flags).await;
         }
     });
     Response::builder()

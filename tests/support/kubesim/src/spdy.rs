@@ -240,6 +240,7 @@ pub async fn portforward<T: Transport>(t: T) {
 /// exec/attach over SPDY with the v4 stream protocol (kubectl before 1.30).
 pub async fn exec<T: Transport>(
     t: T,
+    inner: std::sync::Arc<crate::Inner>,
     command: Vec<String>,
     ns: String,
     pod: String,
@@ -273,10 +274,15 @@ pub async fn exec<T: Transport>(
         }
     }
     let id = |role: &str| ids.get(role).copied();
-    let run = crate::stream::interpret(&command, &ns, &pod);
+    let mut run = crate::stream::interpret(
+        &command,
+        &ns,
+        &pod,
+        &crate::stream::pod_files(&inner, &ns, &pod),
+    );
     if let Some(out) = id("stdout")
         && !run.stdout.is_empty()
-        && !s.send_data(out, run.stdout.as_bytes()).await
+        && !s.send_data(out, &run.stdout).await
     {
         return;
     }
@@ -286,8 +292,9 @@ pub async fn exec<T: Transport>(
     {
         return;
     }
-    if run.cat && stdin {
+    if (run.cat || run.untar.is_some()) && stdin {
         let stdin_id = id("stdin");
+        let mut collected = Vec::new();
         let mut pending = early_stdin.into_iter();
         loop {
             let ev = match pending.next() {
@@ -299,7 +306,9 @@ pub async fn exec<T: Transport>(
             };
             match ev {
                 Event::Data(sid, data) if Some(sid) == stdin_id => {
-                    if let Some(out) = id("stdout")
+                    if run.untar.is_some() {
+                        collected.extend_from_slice(&data);
+                    } else if let Some(out) = id("stdout")
                         && !s.send_data(out, &data).await
                     {
                         return;
@@ -307,6 +316,16 @@ pub async fn exec<T: Transport>(
                 }
                 Event::Closed(sid) if Some(sid) == stdin_id => break,
                 _ => {}
+            }
+        }
+        if let Some(dir) = &run.untar {
+            let (code, err) = crate::stream::finish_untar(&inner, &ns, &pod, dir, &collected);
+            run.code = code;
+            if let Some(e) = id("stderr").or(id("stdout"))
+                && !err.is_empty()
+                && !s.send_data(e, err.as_bytes()).await
+            {
+                return;
             }
         }
     }

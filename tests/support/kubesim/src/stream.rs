@@ -12,10 +12,12 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc};
 
+use crate::fs::Files;
 use crate::resources::ResourceType;
 use crate::server::{Query, error_response_pub, selectors};
 use crate::store::{Event, Selector, now_rfc3339, status};
 use crate::{Inner, table};
+use std::sync::Arc;
 
 fn body_from(rx: mpsc::Receiver<Bytes>) -> Body {
     Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
@@ -265,29 +267,114 @@ const CLOSE: u8 = 255;
 
 /// The outcome of a built-in command before any stdin is read.
 pub(crate) struct Run {
-    pub stdout: String,
+    pub stdout: Vec<u8>,
     pub stderr: String,
     pub code: i32,
     /// `cat`: copy stdin to stdout until stdin closes.
     pub cat: bool,
+    /// `tar x`: unpack stdin into this directory.
+    pub untar: Option<String>,
 }
 
-fn run_words(words: &[String], env: &[(String, String)], out: &mut Run) -> Option<i32> {
+/// `tar` as `kubectl cp` runs it: `tar cf - PATH` and `tar [opts] -xmf - [-C DIR]`.
+fn tar(args: &[String], files: &Files, out: &mut Run) {
+    let mut mode = None;
+    let mut dir = "/".to_owned();
+    let mut paths = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if a == "-C" {
+            dir = it.next().cloned().unwrap_or_default();
+        } else if a.starts_with("--") || a == "-" {
+        } else if mode.is_none() && (a.starts_with('-') || paths.is_empty()) && a.contains('f') {
+            mode = Some(if a.contains('x') { 'x' } else { 'c' });
+        } else {
+            paths.push(a.clone());
+        }
+    }
+    match mode {
+        Some('x') => out.untar = Some(crate::fs::normalize(&dir, "/")),
+        Some(_) => {
+            for p in paths {
+                match crate::fs::tar(files, &crate::fs::normalize(&p, &dir)) {
+                    Some(archive) => out.stdout.extend_from_slice(&archive),
+                    None => {
+                        out.stderr.push_str(&format!(
+                            "tar: {p}: Cannot stat: No such file or directory\n"
+                        ));
+                        out.code = 2;
+                    }
+                }
+            }
+        }
+        None => {
+            out.stderr
+                .push_str("tar: You must specify one of the '-Acdtrux' options\n");
+            out.code = 2;
+        }
+    }
+}
+
+fn run_words(
+    words: &[String],
+    env: &[(String, String)],
+    files: &Files,
+    out: &mut Run,
+) -> Option<i32> {
     let cmd = words.first()?;
     let args = &words[1..];
     match cmd.as_str() {
         "echo" => {
-            out.stdout.push_str(&args.join(" "));
-            out.stdout.push('\n');
+            out.stdout.extend_from_slice(args.join(" ").as_bytes());
+            out.stdout.push(b'\n');
             out.code = 0;
         }
         "cat" if args.is_empty() => {
             out.cat = true;
             out.code = 0;
         }
+        "cat" => {
+            out.code = 0;
+            for a in args {
+                match files.get(&crate::fs::normalize(a, "/")) {
+                    Some(data) => out.stdout.extend_from_slice(data),
+                    None => {
+                        out.stderr
+                            .push_str(&format!("cat: {a}: No such file or directory\n"));
+                        out.code = 1;
+                    }
+                }
+            }
+        }
+        "ls" => {
+            let dir = crate::fs::normalize(args.first().map_or("/", String::as_str), "/");
+            let prefix = format!("{}/", dir.trim_end_matches('/'));
+            let mut names: Vec<&str> = files
+                .keys()
+                .filter_map(|k| k.strip_prefix(&prefix))
+                .map(|rest| rest.split('/').next().unwrap_or(rest))
+                .collect();
+            names.dedup();
+            for n in names {
+                out.stdout.extend_from_slice(format!("{n}\n").as_bytes());
+            }
+            out.code = 0;
+        }
+        "test" | "[" => {
+            let path = crate::fs::normalize(args.get(1).map_or("", String::as_str), "/");
+            let ok = match args.first().map(String::as_str) {
+                Some("-d") => crate::fs::is_dir(files, &path),
+                Some("-f") => files.contains_key(&path),
+                Some("-e") => files.contains_key(&path) || crate::fs::is_dir(files, &path),
+                _ => false,
+            };
+            out.code = i32::from(!ok);
+        }
+        "tar" => tar(args, files, out),
         "env" | "printenv" => {
             for (k, v) in env {
-                out.stdout.push_str(&format!("{k}={v}\n"));
+                out.stdout
+                    .extend_from_slice(format!("{k}={v}\n").as_bytes());
             }
             out.code = 0;
         }
@@ -304,7 +391,7 @@ fn run_words(words: &[String], env: &[(String, String)], out: &mut Run) -> Optio
             let script = args.get(1).cloned().unwrap_or_default();
             for part in script.split(';') {
                 let words = shell_words(part);
-                if let Some(code) = run_words(&words, env, out) {
+                if let Some(code) = run_words(&words, env, files, out) {
                     return Some(code);
                 }
             }
@@ -348,7 +435,7 @@ fn shell_words(s: &str) -> Vec<String> {
     words
 }
 
-pub(crate) fn interpret(command: &[String], ns: &str, pod: &str) -> Run {
+pub(crate) fn interpret(command: &[String], ns: &str, pod: &str, files: &Files) -> Run {
     let env = vec![
         (
             "PATH".to_owned(),
@@ -361,12 +448,13 @@ pub(crate) fn interpret(command: &[String], ns: &str, pod: &str) -> Run {
         ("HOME".to_owned(), "/root".to_owned()),
     ];
     let mut run = Run {
-        stdout: String::new(),
+        stdout: Vec::new(),
         stderr: String::new(),
         code: 0,
         cat: false,
+        untar: None,
     };
-    run_words(command, &env, &mut run);
+    run_words(command, &env, files, &mut run);
     run
 }
 
@@ -411,17 +499,61 @@ async fn cat(ws: &mut WebSocket, out_channel: u8) {
     }
 }
 
+/// Reads stdin until it closes.
+async fn read_stdin(ws: &mut WebSocket) -> Vec<u8> {
+    let mut buf = Vec::new();
+    while let Some(Ok(msg)) = ws.recv().await {
+        match msg {
+            Message::Binary(b) if !b.is_empty() => match b[0] {
+                STDIN => buf.extend_from_slice(&b[1..]),
+                CLOSE if b.get(1) == Some(&STDIN) => break,
+                _ => {}
+            },
+            Message::Close(_) => break,
+            _ => {}
+        }
+    }
+    buf
+}
+
+/// Unpacks what `tar x` read into the pod's files; the exit code.
+pub(crate) fn finish_untar(
+    inner: &Inner,
+    ns: &str,
+    pod: &str,
+    dir: &str,
+    data: &[u8],
+) -> (i32, String) {
+    let mut all = inner.files.lock().unwrap_or_else(|p| p.into_inner());
+    let files = all.entry(format!("{ns}/{pod}")).or_default();
+    match crate::fs::untar(files, dir, data) {
+        Ok(_) => (0, String::new()),
+        Err(e) => (2, format!("{e}\n")),
+    }
+}
+
+pub(crate) fn pod_files(inner: &Inner, ns: &str, pod: &str) -> Files {
+    inner
+        .files
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&format!("{ns}/{pod}"))
+        .cloned()
+        .unwrap_or_default()
+}
+
 async fn exec(
     mut ws: WebSocket,
+    inner: Arc<Inner>,
     command: Vec<String>,
     ns: String,
     pod: String,
     tty: bool,
     stdin: bool,
 ) {
-    let run = interpret(&command, &ns, &pod);
+    let mut run = interpret(&command, &ns, &pod, &pod_files(&inner, &ns, &pod));
     let err_channel = if tty { STDOUT } else { STDERR };
-    if !run.stdout.is_empty() && !send(&mut ws, STDOUT, run.stdout.as_bytes()).await {
+    if !run.stdout.is_empty() && !send(&mut ws, STDOUT, &run.stdout).await {
         return;
     }
     if !run.stderr.is_empty() && !send(&mut ws, err_channel, run.stderr.as_bytes()).await {
@@ -429,6 +561,18 @@ async fn exec(
     }
     if run.cat && stdin {
         cat(&mut ws, STDOUT).await;
+    }
+    if let Some(dir) = &run.untar {
+        let data = if stdin {
+            read_stdin(&mut ws).await
+        } else {
+            Vec::new()
+        };
+        let (code, err) = finish_untar(&inner, &ns, &pod, dir, &data);
+        run.code = code;
+        if !err.is_empty() && !send(&mut ws, err_channel, err.as_bytes()).await {
+            return;
+        }
     }
     let st = exit_status(run.code, &command);
     if send(&mut ws, ERROR, st.to_string().as_bytes()).await {
@@ -502,6 +646,7 @@ const PROTOCOLS: [&str; 4] = [
 
 pub fn upgrade(
     ws: WebSocketUpgrade,
+    inner: Arc<Inner>,
     subresource: &str,
     ns: &str,
     pod: &str,
@@ -523,7 +668,7 @@ pub fn upgrade(
                     "you must specify at least 1 command",
                 ));
             }
-            ws.on_upgrade(move |socket| exec(socket, command, ns, pod, tty, stdin))
+            ws.on_upgrade(move |socket| exec(socket, inner, command, ns, pod, tty, stdin))
         }
         "attach" => ws.on_upgrade(move |socket| attach(socket, ns, pod, stdin)),
         _ if ws
@@ -560,10 +705,14 @@ mod tests {
             &cmd(&["sh", "-c", "echo 'a  b'; exit 3; echo no"]),
             "d",
             "p",
+            &Files::new(),
         );
-        assert_eq!(r.stdout, "a  b\n");
+        assert_eq!(r.stdout, b"a  b\n");
         assert_eq!(r.code, 3);
-        assert!(interpret(&cmd(&["cat"]), "d", "p").cat);
-        assert_eq!(interpret(&cmd(&["nope"]), "d", "p").code, 127);
+        assert!(interpret(&cmd(&["cat"]), "d", "p", &Files::new()).cat);
+        assert_eq!(
+            interpret(&cmd(&["nope"]), "d", "p", &Files::new()).code,
+            127
+        );
     }
 }

@@ -992,3 +992,37 @@ async fn watch_resumes_from_a_resource_version_with_bookmarks() {
     );
     assert!(events.iter().any(|e| e["type"] == "BOOKMARK"), "{events:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cp_into_and_out_of_a_pod() {
+    let sim = sim().await;
+    sim.create(pod("default", "box", json!({}))).await.unwrap();
+    let kc = sim.kubeconfig_path();
+    let local = sim.dir().join("local");
+    std::fs::create_dir_all(local.join("dir")).unwrap();
+    std::fs::write(local.join("dir/a.txt"), "first file\n").unwrap();
+    for (i, bin) in kubectls().into_iter().enumerate() {
+        let remote = format!("box:/data{i}");
+        ok(
+            &bin,
+            kc,
+            &["cp", local.join("dir").to_str().unwrap(), &remote],
+            None,
+        )
+        .await;
+        let cat = ok(
+            &bin,
+            kc,
+            &["exec", "box", "--", "cat", &format!("/data{i}/a.txt")],
+            None,
+        )
+        .await;
+        assert_eq!(cat, "first file\n");
+        let back = local.join(format!("back{i}"));
+        ok(&bin, kc, &["cp", &remote, back.to_str().unwrap()], None).await;
+        assert_eq!(
+            std::fs::read_to_string(back.join("a.txt")).unwrap(),
+            "first file\n"
+        );
+    }
+}

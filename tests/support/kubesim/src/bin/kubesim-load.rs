@@ -3,6 +3,10 @@
 //!
 //! kubesim-load --kubeconfig PATH [--clients 16] [--duration 10] [--path /version] [--h2]
 //! kubesim-load --url https://HOST:PORT --token T --ca-file ca.pem ...
+//! kubesim-load --url https://HOST/k8s/CLUSTER --ca-file ca.pem --cert-file c.pem --key-file k.pem
+//!
+//! A kubeconfig may carry a token or a client certificate (`client-certificate-data`,
+//! `client-key-data`), as ztka's do.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,7 +16,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, ServerName};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -20,6 +24,8 @@ struct Args {
     url: String,
     token: String,
     ca_pem: Vec<u8>,
+    cert_pem: Vec<u8>,
+    key_pem: Vec<u8>,
     clients: usize,
     duration: Duration,
     path: String,
@@ -31,6 +37,8 @@ fn parse_args() -> Result<Args, BoxError> {
         url: String::new(),
         token: String::new(),
         ca_pem: Vec::new(),
+        cert_pem: Vec::new(),
+        key_pem: Vec::new(),
         clients: 16,
         duration: Duration::from_secs(10),
         path: "/version".into(),
@@ -47,6 +55,12 @@ fn parse_args() -> Result<Args, BoxError> {
                         args.url = v.trim().to_owned();
                     } else if let Some(v) = line.strip_prefix("certificate-authority-data: ") {
                         args.ca_pem = base64::engine::general_purpose::STANDARD.decode(v.trim())?;
+                    } else if let Some(v) = line.strip_prefix("client-certificate-data: ") {
+                        args.cert_pem =
+                            base64::engine::general_purpose::STANDARD.decode(v.trim())?;
+                    } else if let Some(v) = line.strip_prefix("client-key-data: ") {
+                        args.key_pem =
+                            base64::engine::general_purpose::STANDARD.decode(v.trim())?;
                     } else if let Some(v) = line.strip_prefix("token: ") {
                         args.token = v.trim().to_owned();
                     }
@@ -55,6 +69,8 @@ fn parse_args() -> Result<Args, BoxError> {
             "--url" => args.url = value()?,
             "--token" => args.token = value()?,
             "--ca-file" => args.ca_pem = std::fs::read(value()?)?,
+            "--cert-file" => args.cert_pem = std::fs::read(value()?)?,
+            "--key-file" => args.key_pem = std::fs::read(value()?)?,
             "--clients" => args.clients = value()?.parse()?,
             "--duration" => args.duration = Duration::from_secs_f64(value()?.parse()?),
             "--path" => args.path = value()?,
@@ -104,10 +120,11 @@ async fn client(
         ($sender:expr) => {{
             let mut sender = $sender;
             while Instant::now() < deadline {
-                let req = hyper::Request::get(&uri)
-                    .header("authorization", format!("Bearer {}", args.token))
-                    .header("accept", "application/json")
-                    .body(Empty::<Bytes>::new())?;
+                let mut req = hyper::Request::get(&uri).header("accept", "application/json");
+                if !args.token.is_empty() {
+                    req = req.header("authorization", format!("Bearer {}", args.token));
+                }
+                let req = req.body(Empty::<Bytes>::new())?;
                 let started = Instant::now();
                 match sender.send_request(req).await {
                     Ok(resp) => {
@@ -156,10 +173,17 @@ async fn main() -> Result<(), BoxError> {
         roots.add(cert?)?;
     }
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots);
+    let mut config = if args.cert_pem.is_empty() {
+        builder.with_no_client_auth()
+    } else {
+        let chain =
+            CertificateDer::pem_slice_iter(&args.cert_pem).collect::<Result<Vec<_>, _>>()?;
+        let key = PrivateKeyDer::from_pem_slice(&args.key_pem)?;
+        builder.with_client_auth_cert(chain, key)?
+    };
     config.alpn_protocols = vec![if args.h2 {
         b"h2".to_vec()
     } else {

@@ -975,9 +975,9 @@ fn token_request(inner: &Inner, ns: &str, sa: &str, body: &[u8]) -> Result<(u16,
             "spec.expirationSeconds: Invalid value: must be positive",
         ));
     }
-    let now = time::OffsetDateTime::now_utc()
-        .replace_nanosecond(0)
-        .unwrap_or(time::OffsetDateTime::now_utc());
+    // Whole seconds from now, not from the start of this second: a one-second token must
+    // work for (almost) a second.
+    let now = time::OffsetDateTime::now_utc();
     let expires = now + time::Duration::seconds(secs);
     let b64 = |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
     let claims = json!({
@@ -1003,6 +1003,8 @@ fn token_request(inner: &Inner, ns: &str, sa: &str, body: &[u8]) -> Result<(u16,
         },
     );
     let ts = expires
+        .replace_nanosecond(0)
+        .unwrap_or(expires)
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default();
     let mut out = req.clone();

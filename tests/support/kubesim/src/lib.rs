@@ -70,6 +70,22 @@ impl From<rcgen::Error> for Error {
     }
 }
 
+/// One request as the server saw it, for tests that check who reached the API server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestRecord {
+    /// The authenticated user ("" when authentication failed).
+    pub user: String,
+    pub groups: Vec<String>,
+    pub method: String,
+    /// Path and query.
+    pub uri: String,
+    /// The response status (101 for upgrades; streams are recorded when they start).
+    pub status: u16,
+}
+
+/// How many requests the log keeps.
+const REQUEST_LOG: usize = 10_000;
+
 /// How to start a simulator.
 #[derive(Debug, Clone, Default)]
 pub struct Options {
@@ -97,11 +113,20 @@ pub(crate) struct Inner {
     pub server_address: String,
     /// Per-pod files (`namespace/pod`), written by `kubectl cp`.
     pub files: Mutex<HashMap<String, fs::Files>>,
+    pub requests: Mutex<std::collections::VecDeque<RequestRecord>>,
 }
 
 impl Inner {
     pub fn store(&self) -> MutexGuard<'_, store::Store> {
         self.store.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn record(&self, r: RequestRecord) {
+        let mut log = self.requests.lock().unwrap_or_else(|p| p.into_inner());
+        if log.len() == REQUEST_LOG {
+            log.pop_front();
+        }
+        log.push_back(r);
     }
 
     pub fn tokens(&self) -> MutexGuard<'_, HashMap<String, TokenInfo>> {
@@ -135,6 +160,7 @@ impl KubeSim {
             latency: Mutex::new(opts.latency),
             server_address: addr.to_string(),
             files: Mutex::new(HashMap::new()),
+            requests: Mutex::new(std::collections::VecDeque::new()),
         });
         objects::bootstrap(&mut inner.store());
         let router = server::router(inner.clone());
@@ -199,6 +225,26 @@ impl KubeSim {
 
     pub fn set_latency(&self, latency: Duration) {
         *self.inner.latency.lock().unwrap_or_else(|p| p.into_inner()) = latency;
+    }
+
+    /// The requests served so far (the last 10,000), oldest first, including the
+    /// in-process ones.
+    pub fn requests(&self) -> Vec<RequestRecord> {
+        self.inner
+            .requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    pub fn clear_requests(&self) {
+        self.inner
+            .requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
     }
 
     /// Stops accepting connections and closes open ones.

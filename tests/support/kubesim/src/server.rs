@@ -228,6 +228,72 @@ pub(crate) fn authenticate(inner: &Inner, headers: &HeaderMap) -> Option<User> {
     })
 }
 
+/// `Impersonate-User` / `Impersonate-Group`: allowed only with the `impersonate` verb on
+/// the target users, groups or service accounts, as on a real server.
+fn impersonate(inner: &Inner, user: User, headers: &HeaderMap) -> Result<User, ApiError> {
+    let target = headers
+        .get("impersonate-user")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let groups: Vec<String> = headers
+        .get_all("impersonate-group")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .collect();
+    let Some(target) = target else {
+        if groups.is_empty() {
+            return Ok(user);
+        }
+        return Err(ApiError::bad_request(
+            "impersonating groups requires impersonating a user",
+        ));
+    };
+    let mut checks = Vec::new();
+    let mut new_groups = Vec::new();
+    if let Some(rest) = target.strip_prefix("system:serviceaccount:") {
+        let (ns, name) = rest.split_once(':').unwrap_or(("", rest));
+        checks.push(Attributes {
+            verb: "impersonate".into(),
+            resource: "serviceaccounts".into(),
+            namespace: ns.into(),
+            name: name.into(),
+            ..Attributes::default()
+        });
+        new_groups.push("system:serviceaccounts".to_owned());
+        new_groups.push(format!("system:serviceaccounts:{ns}"));
+    } else {
+        checks.push(Attributes {
+            verb: "impersonate".into(),
+            resource: "users".into(),
+            name: target.clone(),
+            ..Attributes::default()
+        });
+    }
+    for g in &groups {
+        checks.push(Attributes {
+            verb: "impersonate".into(),
+            resource: "groups".into(),
+            name: g.clone(),
+            ..Attributes::default()
+        });
+        new_groups.push(g.clone());
+    }
+    {
+        let store = inner.store();
+        if let Some(denied) = checks.iter().find(|a| !rbac::authorize(&store, &user, a)) {
+            return Err(forbidden_error(denied, &user));
+        }
+    }
+    new_groups.push("system:authenticated".to_owned());
+    new_groups.dedup();
+    Ok(User {
+        name: target,
+        uid: String::new(),
+        groups: new_groups,
+    })
+}
+
 /// Parses a URL the way the real server's RequestInfo does. Returns None for non-resource
 /// paths.
 fn resource_attributes(method: &Method, path: &str, query: &Query) -> Option<Attributes> {
@@ -277,6 +343,25 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
+    let method = req.method().to_string();
+    let uri = req.uri().to_string();
+    let mut who = None;
+    let resp = dispatch(&inner, req, &mut who).await;
+    inner.record(crate::RequestRecord {
+        user: who
+            .as_ref()
+            .map(|u: &User| u.name.clone())
+            .unwrap_or_default(),
+        groups: who.map(|u| u.groups).unwrap_or_default(),
+        method,
+        uri,
+        status: resp.status().as_u16(),
+    });
+    resp
+}
+
+async fn dispatch(inner: &Arc<Inner>, req: Request, who: &mut Option<User>) -> Response {
+    let inner = inner.clone();
     let (mut parts, body) = req.into_parts();
     let path = parts.uri.path().to_owned();
     let Some(user) = authenticate(&inner, &parts.headers) else {
@@ -290,6 +375,12 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
         }
         return json_response(401, &status(401, "Unauthorized", "Unauthorized", None));
     };
+    *who = Some(user.clone());
+    let user = match impersonate(&inner, user, &parts.headers) {
+        Ok(u) => u,
+        Err(e) => return error_response(e),
+    };
+    *who = Some(user.clone());
     let query = Query::parse(parts.uri.query());
     let Some(attrs) = resource_attributes(&parts.method, &path, &query) else {
         let attrs = Attributes {
@@ -605,6 +696,10 @@ fn scale(
 }
 
 fn forbidden(attrs: &Attributes, user: &User) -> Response {
+    error_response(forbidden_error(attrs, user))
+}
+
+fn forbidden_error(attrs: &Attributes, user: &User) -> ApiError {
     let mut details = json!({});
     if !attrs.name.is_empty() {
         details["name"] = json!(attrs.name);
@@ -615,15 +710,15 @@ fn forbidden(attrs: &Attributes, user: &User) -> Response {
             details["group"] = json!(attrs.group);
         }
     }
-    json_response(
-        403,
-        &status(
+    ApiError {
+        code: 403,
+        body: status(
             403,
             "Forbidden",
             &attrs.forbidden_message(user),
             Some(details),
         ),
-    )
+    }
 }
 
 fn parse(body: &[u8]) -> Result<Value, ApiError> {

@@ -569,6 +569,23 @@ subjects:
         }
     }
 
+    // Impersonation needs the `impersonate` verb, which the ServiceAccount lacks.
+    let out = kubectl(first, &sa_kc, &["--as=alice", "get", "pods"], None).await;
+    assert!(
+        out.stderr.contains(
+            r#"users "alice" is forbidden: User "system:serviceaccount:ztka-system:x" cannot impersonate resource "users" in API group "" at the cluster scope"#
+        ),
+        "{}",
+        out.stderr
+    );
+    let out = kubectl(first, kc, &["--as=alice", "get", "pods"], None).await;
+    assert!(
+        out.stderr
+            .contains(r#"User "alice" cannot list resource "pods""#),
+        "{}",
+        out.stderr
+    );
+
     // Deleting the ServiceAccount invalidates its tokens at once.
     ok(
         first,
@@ -818,6 +835,18 @@ async fn in_process_api() {
     let (code, body) = sim.request("PUT", path, Some(&stale)).await.unwrap();
     assert_eq!(code, 409);
     assert_eq!(body["reason"], "Conflict");
+
+    // The request log shows who reached the server.
+    let seen = sim.requests();
+    assert!(
+        seen.iter()
+            .any(|r| r.user == "system:serviceaccount:ztka-system:alice-1f2e"
+                && r.method == "GET"
+                && r.uri == "/api/v1/namespaces/default/secrets"
+                && r.status == 403)
+    );
+    sim.clear_requests();
+    assert!(sim.requests().is_empty());
 
     sim.set_latency(Duration::from_millis(200));
     let started = std::time::Instant::now();

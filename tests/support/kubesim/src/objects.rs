@@ -107,6 +107,43 @@ pub fn rt_of(resource_key: &str) -> Option<&'static ResourceType> {
         .find(|r| r.group == group && r.name == name)
 }
 
+/// Fields the simulator writes into must be objects when present; anything else is a 422,
+/// never a panic.
+fn check_shape(rt: &ResourceType, obj: &Value) -> Result<(), ApiError> {
+    const OBJECTS: &[&str] = &[
+        "/metadata",
+        "/metadata/labels",
+        "/metadata/annotations",
+        "/spec",
+        "/status",
+        "/data",
+        "/stringData",
+        "/spec/selector",
+        "/spec/template",
+        "/spec/template/metadata",
+        "/spec/template/metadata/labels",
+        "/spec/template/spec",
+    ];
+    for path in OBJECTS {
+        if let Some(v) = obj.pointer(path)
+            && !v.is_object()
+            && !v.is_null()
+        {
+            let name = obj
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            let field = path.trim_start_matches('/').replace('/', ".");
+            return Err(ApiError::invalid(
+                rt,
+                name,
+                &format!("{field}: Invalid value: must be an object"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Creates an object in the store and publishes its ADDED event.
 pub fn create(
     store: &mut Store,
@@ -117,6 +154,7 @@ pub fn create(
     if !obj.is_object() {
         return Err(ApiError::bad_request("the body must be a JSON object"));
     }
+    check_shape(rt, &obj)?;
     if !obj.get("metadata").is_some_and(Value::is_object) {
         obj["metadata"] = json!({});
     }
@@ -421,6 +459,10 @@ pub fn update(
     };
     if !obj.is_object() {
         return Err(ApiError::bad_request("the body must be a JSON object"));
+    }
+    check_shape(rt, &obj)?;
+    if !obj.get("metadata").is_some_and(Value::is_object) {
+        obj["metadata"] = json!({});
     }
     let sent_rv = obj
         .pointer("/metadata/resourceVersion")

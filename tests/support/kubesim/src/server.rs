@@ -950,8 +950,11 @@ fn patch_object(
     // current object.
     let sent = patch_doc.pointer("/metadata/resourceVersion").is_some()
         || ct == "application/json-patch+json";
-    if !sent {
-        next["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"].clone();
+    if !sent && let Some(meta) = next.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.insert(
+            "resourceVersion".to_owned(),
+            current["metadata"]["resourceVersion"].clone(),
+        );
     }
     check_rbac_write(store, user, rt, ns, &next)?;
     objects::update(
@@ -1049,7 +1052,10 @@ fn check_rbac_write(
 }
 
 fn token_request(inner: &Inner, ns: &str, sa: &str, body: &[u8]) -> Result<(u16, Value), ApiError> {
-    let req: Value = serde_json::from_slice(body).unwrap_or(json!({}));
+    let req: Value = serde_json::from_slice(body)
+        .ok()
+        .filter(Value::is_object)
+        .unwrap_or(json!({}));
     let Some(sa_rt) = resources::lookup("", "v1", "serviceaccounts") else {
         return Err(ApiError::bad_request("no serviceaccounts"));
     };
@@ -1102,17 +1108,26 @@ fn token_request(inner: &Inner, ns: &str, sa: &str, body: &[u8]) -> Result<(u16,
         .unwrap_or(expires)
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default();
-    let mut out = req.clone();
-    out["apiVersion"] = json!("authentication.k8s.io/v1");
-    out["kind"] = json!("TokenRequest");
-    out["metadata"] = json!({"name": sa, "namespace": ns, "creationTimestamp": null});
-    out["spec"]["expirationSeconds"] = json!(secs);
-    out["status"] = json!({"token": token, "expirationTimestamp": ts});
+    let mut spec = req
+        .get("spec")
+        .filter(|s| s.is_object())
+        .cloned()
+        .unwrap_or(json!({}));
+    spec["expirationSeconds"] = json!(secs);
+    let out = json!({
+        "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+        "metadata": {"name": sa, "namespace": ns, "creationTimestamp": null},
+        "spec": spec,
+        "status": {"token": token, "expirationTimestamp": ts},
+    });
     Ok((201, out))
 }
 
 fn review(inner: &Inner, user: &User, attrs: &Attributes, body: &[u8]) -> Response {
-    let req: Value = serde_json::from_slice(body).unwrap_or(json!({}));
+    let req: Value = serde_json::from_slice(body)
+        .ok()
+        .filter(Value::is_object)
+        .unwrap_or(json!({}));
     let mut out = req.clone();
     if !out.get("metadata").is_some_and(Value::is_object) {
         out["metadata"] = json!({"creationTimestamp": null});

@@ -848,6 +848,38 @@ async fn in_process_api() {
     sim.clear_requests();
     assert!(sim.requests().is_empty());
 
+    // Malformed bodies are clear 4xx answers, and the server keeps serving.
+    let bad = [
+        (
+            "/api/v1/namespaces/default/configmaps",
+            json!({"metadata": "x"}),
+        ),
+        (
+            "/apis/apps/v1/namespaces/default/deployments",
+            json!({"metadata": {"name": "d"}, "spec": {"template": "x"}}),
+        ),
+        ("/api/v1/namespaces/default/pods", json!([1, 2])),
+        (
+            "/api/v1/namespaces/default/serviceaccounts/default/token",
+            json!([1]),
+        ),
+    ];
+    for (path, body) in bad {
+        let (code, _) = sim.request("POST", path, Some(&body)).await.unwrap();
+        assert!((200..500).contains(&code), "{path}: {code}");
+    }
+    let (code, _) = sim
+        .request(
+            "PATCH",
+            "/api/v1/namespaces/default/configmaps/c",
+            Some(&json!({"metadata": 7})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(code, 422);
+    let (code, _) = sim.request("GET", "/version", None).await.unwrap();
+    assert_eq!(code, 200);
+
     sim.set_latency(Duration::from_millis(200));
     let started = std::time::Instant::now();
     sim.request("GET", "/version", None).await.unwrap();

@@ -10,6 +10,7 @@ use axum::extract::{FromRequestParts, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
+use futures_util::FutureExt;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use serde_json::{Value, json};
@@ -346,7 +347,22 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
     let method = req.method().to_string();
     let uri = req.uri().to_string();
     let mut who = None;
-    let resp = dispatch(&inner, req, &mut who).await;
+    // A bug in a handler becomes a 500 Status for that request, not a dropped connection.
+    let resp = match std::panic::AssertUnwindSafe(dispatch(&inner, req, &mut who))
+        .catch_unwind()
+        .await
+    {
+        Ok(resp) => resp,
+        Err(_) => json_response(
+            500,
+            &status(
+                500,
+                "InternalError",
+                "an internal error occurred in kubesim",
+                None,
+            ),
+        ),
+    };
     inner.record(crate::RequestRecord {
         user: who
             .as_ref()

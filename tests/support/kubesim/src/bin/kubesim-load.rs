@@ -1,0 +1,227 @@
+//! A small load generator: N concurrent clients, each on its own keep-alive HTTPS
+//! connection, repeating one GET for a while; prints requests/s and latency percentiles.
+//!
+//! kubesim-load --kubeconfig PATH [--clients 16] [--duration 10] [--path /version] [--h2]
+//! kubesim-load --url https://HOST:PORT --token T --ca-file ca.pem ...
+//! kubesim-load --url https://HOST/k8s/CLUSTER --ca-file ca.pem --cert-file c.pem --key-file k.pem
+//!
+//! A kubeconfig may carry a token or a client certificate (`client-certificate-data`,
+//! `client-key-data`), as ztka's do.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+struct Args {
+    url: String,
+    token: String,
+    ca_pem: Vec<u8>,
+    cert_pem: Vec<u8>,
+    key_pem: Vec<u8>,
+    clients: usize,
+    duration: Duration,
+    path: String,
+    h2: bool,
+}
+
+fn parse_args() -> Result<Args, BoxError> {
+    let mut args = Args {
+        url: String::new(),
+        token: String::new(),
+        ca_pem: Vec::new(),
+        cert_pem: Vec::new(),
+        key_pem: Vec::new(),
+        clients: 16,
+        duration: Duration::from_secs(10),
+        path: "/version".into(),
+        h2: false,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        let mut value = || it.next().ok_or_else(|| format!("{a} needs a value"));
+        match a.as_str() {
+            "--kubeconfig" => {
+                let text = std::fs::read_to_string(value()?)?;
+                for line in text.lines().map(str::trim) {
+                    if let Some(v) = line.strip_prefix("server: ") {
+                        args.url = v.trim().to_owned();
+                    } else if let Some(v) = line.strip_prefix("certificate-authority-data: ") {
+                        args.ca_pem = base64::engine::general_purpose::STANDARD.decode(v.trim())?;
+                    } else if let Some(v) = line.strip_prefix("client-certificate-data: ") {
+                        args.cert_pem =
+                            base64::engine::general_purpose::STANDARD.decode(v.trim())?;
+                    } else if let Some(v) = line.strip_prefix("client-key-data: ") {
+                        args.key_pem =
+                            base64::engine::general_purpose::STANDARD.decode(v.trim())?;
+                    } else if let Some(v) = line.strip_prefix("token: ") {
+                        args.token = v.trim().to_owned();
+                    }
+                }
+            }
+            "--url" => args.url = value()?,
+            "--token" => args.token = value()?,
+            "--ca-file" => args.ca_pem = std::fs::read(value()?)?,
+            "--cert-file" => args.cert_pem = std::fs::read(value()?)?,
+            "--key-file" => args.key_pem = std::fs::read(value()?)?,
+            "--clients" => args.clients = value()?.parse()?,
+            "--duration" => args.duration = Duration::from_secs_f64(value()?.parse()?),
+            "--path" => args.path = value()?,
+            "--h2" => args.h2 = true,
+            other => return Err(format!("unknown argument {other}").into()),
+        }
+    }
+    if args.url.is_empty() {
+        return Err("give --kubeconfig or --url".into());
+    }
+    Ok(args)
+}
+
+async fn client(
+    args: Arc<Args>,
+    config: Arc<rustls::ClientConfig>,
+    deadline: Instant,
+) -> Result<(Vec<Duration>, u64), BoxError> {
+    let authority = args
+        .url
+        .strip_prefix("https://")
+        .ok_or("the URL must start with https://")?
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let host = authority
+        .rsplit_once(':')
+        .map_or(authority.as_str(), |(h, _)| h)
+        .trim_matches(['[', ']'])
+        .to_owned();
+    let base_path = args
+        .url
+        .strip_prefix("https://")
+        .and_then(|r| r.find('/').map(|i| r[i..].trim_end_matches('/').to_owned()))
+        .unwrap_or_default();
+    let uri = format!("https://{authority}{base_path}{}", args.path);
+    let tcp = tokio::net::TcpStream::connect(&authority).await?;
+    tcp.set_nodelay(true)?;
+    let tls = tokio_rustls::TlsConnector::from(config)
+        .connect(ServerName::try_from(host)?, tcp)
+        .await?;
+    let io = TokioIo::new(tls);
+    let mut latencies = Vec::new();
+    let mut errors = 0;
+    macro_rules! run {
+        ($sender:expr) => {{
+            let mut sender = $sender;
+            while Instant::now() < deadline {
+                let mut req = hyper::Request::get(&uri).header("accept", "application/json");
+                if !args.token.is_empty() {
+                    req = req.header("authorization", format!("Bearer {}", args.token));
+                }
+                let req = req.body(Empty::<Bytes>::new())?;
+                let started = Instant::now();
+                match sender.send_request(req).await {
+                    Ok(resp) => {
+                        let ok = resp.status().is_success();
+                        let _ = resp.into_body().collect().await?;
+                        if ok {
+                            latencies.push(started.elapsed());
+                        } else {
+                            errors += 1;
+                        }
+                    }
+                    Err(_) => {
+                        errors += 1;
+                        break;
+                    }
+                }
+            }
+        }};
+    }
+    if args.h2 {
+        let (sender, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await?;
+        tokio::spawn(conn);
+        run!(sender);
+    } else {
+        let (sender, conn) = hyper::client::conn::http1::handshake(io).await?;
+        tokio::spawn(conn);
+        run!(sender);
+    }
+    Ok((latencies, errors))
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+#[tokio::main]
+async fn main() -> Result<(), BoxError> {
+    let args = Arc::new(parse_args()?);
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&args.ca_pem) {
+        roots.add(cert?)?;
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots);
+    let mut config = if args.cert_pem.is_empty() {
+        builder.with_no_client_auth()
+    } else {
+        let chain =
+            CertificateDer::pem_slice_iter(&args.cert_pem).collect::<Result<Vec<_>, _>>()?;
+        let key = PrivateKeyDer::from_pem_slice(&args.key_pem)?;
+        builder.with_client_auth_cert(chain, key)?
+    };
+    config.alpn_protocols = vec![if args.h2 {
+        b"h2".to_vec()
+    } else {
+        b"http/1.1".to_vec()
+    }];
+    let config = Arc::new(config);
+    let started = Instant::now();
+    let deadline = started + args.duration;
+    let tasks: Vec<_> = (0..args.clients)
+        .map(|_| tokio::spawn(client(args.clone(), config.clone(), deadline)))
+        .collect();
+    let mut all = Vec::new();
+    let mut errors = 0;
+    for t in tasks {
+        match t.await? {
+            Ok((lat, err)) => {
+                all.extend(lat);
+                errors += err;
+            }
+            Err(e) => {
+                eprintln!("client failed: {e}");
+                errors += 1;
+            }
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    all.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!(
+        "clients={} duration={:.1}s path={} requests={} errors={} rps={:.0} p50={:.2}ms p99={:.2}ms",
+        args.clients,
+        elapsed,
+        args.path,
+        all.len(),
+        errors,
+        all.len() as f64 / elapsed,
+        ms(percentile(&all, 0.50)),
+        ms(percentile(&all, 0.99)),
+    );
+    Ok(())
+}

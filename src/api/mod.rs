@@ -1,6 +1,7 @@
 //! The HTTP surface: probes, the REST API under `/api/v1`, and the console fallback.
 
 pub mod access;
+pub mod audit;
 pub mod auth;
 pub mod error;
 pub mod extract;

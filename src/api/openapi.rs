@@ -5,7 +5,7 @@ use axum::extract::State;
 use axum::routing::{MethodRouter, delete, get, patch, post};
 use serde_json::{Value, json};
 
-use super::{auth, grants, groups, projects, settings, tokens, users};
+use super::{audit, auth, grants, groups, projects, settings, tokens, users};
 use crate::state::AppState;
 
 pub struct Route {
@@ -287,6 +287,25 @@ pub fn routes() -> Vec<(Route, MethodRouter<AppState>)> {
         (
             r("delete", "/tokens/{id}", "tokens", "Delete an API token").status(204),
             delete(tokens::delete),
+        ),
+        (
+            r(
+                "get",
+                "/audit",
+                "audit",
+                "Query the audit log (newest first) with the chain head",
+            )
+            .paged(),
+            get(audit::list),
+        ),
+        (
+            r(
+                "get",
+                "/audit/export",
+                "audit",
+                "Export matching audit events as JSON Lines",
+            ),
+            get(audit::export),
         ),
         (
             r("get", "/settings", "settings", "Organization settings"),

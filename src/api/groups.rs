@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::extract::{Body, Page, PageQuery, Path, Query};
 use super::views::{GroupView, UserView};
-use super::{ApiError, access, commit, validate_name};
+use super::{ApiError, access, check_description, commit, find_named, validate_name};
 use crate::authn::caller::Caller;
 use crate::authz::{Act, Obj};
 use crate::domain::audit::Target;
@@ -23,17 +23,13 @@ pub async fn list(
     Query(q): Query<PageQuery>,
 ) -> Result<axum::Json<Page<GroupView>>, ApiError> {
     access::org(&state, &caller, Obj::Groups, Act::Read).await?;
-    let limit = q.limit()?;
-    let groups: Vec<Group> = state
-        .store
-        .read(move |txn| named::read::page(txn, q.cursor.as_deref(), limit + 1))
-        .await?;
-    let views = groups.iter().map(GroupView::from).collect();
-    Ok(axum::Json(Page::from_overfetch(
-        views,
-        limit,
-        |g: &GroupView| g.name.clone(),
-    )))
+    super::page_named(
+        &state,
+        q,
+        |g: &Group| GroupView::from(g),
+        |v: &GroupView| v.name.clone(),
+    )
+    .await
 }
 
 #[derive(Debug, Deserialize)]
@@ -42,16 +38,6 @@ pub struct CreateGroup {
     pub name: String,
     #[serde(default)]
     pub description: String,
-}
-
-fn check_description(d: &str) -> Result<(), ApiError> {
-    if d.chars().count() > 512 {
-        return Err(ApiError::invalid(
-            "description",
-            "must be at most 512 characters",
-        ));
-    }
-    Ok(())
 }
 
 pub async fn create(
@@ -78,22 +64,15 @@ pub async fn create(
     Ok((StatusCode::CREATED, axum::Json(GroupView::from(&group))))
 }
 
-async fn find(state: &AppState, name: String) -> Result<Group, ApiError> {
-    let shown = name.clone();
-    state
-        .store
-        .read(move |txn| named::read::by_name::<Group>(txn, &name))
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("group {shown} not found")))
-}
-
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
     Path(name): Path<String>,
 ) -> Result<axum::Json<GroupView>, ApiError> {
     access::org(&state, &caller, Obj::Groups, Act::Read).await?;
-    Ok(axum::Json(GroupView::from(&find(&state, name).await?)))
+    Ok(axum::Json(GroupView::from(
+        &find_named::<Group>(&state, name).await?,
+    )))
 }
 
 #[derive(Debug, Deserialize)]
@@ -109,7 +88,7 @@ pub async fn update(
     Body(req): Body<UpdateGroup>,
 ) -> Result<axum::Json<GroupView>, ApiError> {
     let permit = access::org(&state, &caller, Obj::Groups, Act::Update).await?;
-    let mut group = find(&state, name).await?;
+    let mut group = find_named::<Group>(&state, name).await?;
     if let Some(d) = req.description {
         check_description(&d)?;
         group.description = d;
@@ -129,7 +108,7 @@ pub async fn delete(
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let permit = access::org(&state, &caller, Obj::Groups, Act::Delete).await?;
-    let group = find(&state, name).await?;
+    let group = find_named::<Group>(&state, name).await?;
     let doomed_grants =
         super::grants::DoomedGrants::select(&state, |g| g.subject == Subject::Group(group.id));
     let event = caller.event("group.delete", Target::of("group", &group.name));
@@ -152,7 +131,7 @@ pub async fn members(
     Path(name): Path<String>,
 ) -> Result<axum::Json<Page<UserView>>, ApiError> {
     access::org(&state, &caller, Obj::Groups, Act::Read).await?;
-    let group = find(&state, name).await?;
+    let group = find_named::<Group>(&state, name).await?;
     let users = state
         .store
         .read(move |txn| {
@@ -186,7 +165,7 @@ async fn change_membership(
     add: bool,
 ) -> Result<(), ApiError> {
     let permit = access::org(state, caller, Obj::Groups, Act::Update).await?;
-    let group = find(state, group_name).await?;
+    let group = find_named::<Group>(state, group_name).await?;
     let lookup = user_name.clone();
     let user = state
         .store

@@ -212,3 +212,48 @@ pub fn subject_name(txn: &ReadTransaction, subject: &Subject) -> Result<String, 
         Subject::User(id) | Subject::Group(id) => id.to_string(),
     }))
 }
+
+/// Free-text descriptions are bounded so a record stays small.
+pub fn check_description(description: &str) -> Result<(), ApiError> {
+    if description.chars().count() > 512 {
+        return Err(ApiError::invalid(
+            "description",
+            "must be at most 512 characters",
+        ));
+    }
+    Ok(())
+}
+
+/// Looks up a user, group or project by name, or answers 404 naming it.
+pub async fn find_named<T>(state: &AppState, name: String) -> Result<T, ApiError>
+where
+    T: crate::store::named::Named + Send + 'static,
+{
+    let shown = name.clone();
+    state
+        .store
+        .read(move |txn| crate::store::named::read::by_name::<T>(txn, &name))
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("{} {shown} not found", T::KIND)))
+}
+
+/// One page of users, groups or projects in name order.
+pub async fn page_named<T, V>(
+    state: &AppState,
+    q: extract::PageQuery,
+    view: impl Fn(&T) -> V,
+    name_of: impl Fn(&V) -> String,
+) -> Result<axum::Json<extract::Page<V>>, ApiError>
+where
+    T: crate::store::named::Named + Send + 'static,
+{
+    let limit = q.limit()?;
+    let items: Vec<T> = state
+        .store
+        .read(move |txn| crate::store::named::read::page(txn, q.cursor.as_deref(), limit + 1))
+        .await?;
+    let views = items.iter().map(view).collect();
+    Ok(axum::Json(extract::Page::from_overfetch(
+        views, limit, name_of,
+    )))
+}

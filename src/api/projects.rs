@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::extract::{Body, Page, PageQuery, Path, Query};
 use super::views::ProjectView;
-use super::{ApiError, access, commit, validate_name};
+use super::{ApiError, access, check_description, commit, find_named, validate_name};
 use crate::authn::caller::Caller;
 use crate::authz::{Act, Obj};
 use crate::domain::audit::Target;
@@ -57,16 +57,6 @@ pub struct CreateProject {
     pub description: String,
 }
 
-fn check_description(d: &str) -> Result<(), ApiError> {
-    if d.chars().count() > 512 {
-        return Err(ApiError::invalid(
-            "description",
-            "must be at most 512 characters",
-        ));
-    }
-    Ok(())
-}
-
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -93,22 +83,15 @@ pub async fn create(
     Ok((StatusCode::CREATED, axum::Json(ProjectView::from(&project))))
 }
 
-pub async fn find(state: &AppState, name: String) -> Result<Project, ApiError> {
-    let shown = name.clone();
-    state
-        .store
-        .read(move |txn| named::read::by_name::<Project>(txn, &name))
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("project {shown} not found")))
-}
-
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
     Path(name): Path<String>,
 ) -> Result<axum::Json<ProjectView>, ApiError> {
     access::project(&state, &caller, &name, Obj::Projects, Act::Read).await?;
-    Ok(axum::Json(ProjectView::from(&find(&state, name).await?)))
+    Ok(axum::Json(ProjectView::from(
+        &find_named::<Project>(&state, name).await?,
+    )))
 }
 
 #[derive(Debug, Deserialize)]
@@ -124,7 +107,7 @@ pub async fn update(
     Body(req): Body<UpdateProject>,
 ) -> Result<axum::Json<ProjectView>, ApiError> {
     let permit = access::project(&state, &caller, &name, Obj::Projects, Act::Update).await?;
-    let mut project = find(&state, name).await?;
+    let mut project = find_named::<Project>(&state, name).await?;
     if let Some(d) = req.description {
         check_description(&d)?;
         project.description = d;
@@ -147,7 +130,7 @@ pub async fn delete(
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let permit = access::project(&state, &caller, &name, Obj::Projects, Act::Delete).await?;
-    let project = find(&state, name).await?;
+    let project = find_named::<Project>(&state, name).await?;
     let pname = project.name.clone();
     let doomed_grants = super::grants::DoomedGrants::select(&state, |g| {
         g.project.as_deref() == Some(pname.as_str())

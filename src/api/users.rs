@@ -7,7 +7,7 @@ use time::OffsetDateTime;
 
 use super::extract::{Body, Page, PageQuery, Path, Query};
 use super::views::UserView;
-use super::{ApiError, access, commit, validate_name};
+use super::{ApiError, access, commit, find_named, validate_name};
 use crate::authn::caller::Caller;
 use crate::authn::password;
 use crate::authz::{Act, Obj};
@@ -23,17 +23,13 @@ pub async fn list(
     Query(q): Query<PageQuery>,
 ) -> Result<axum::Json<Page<UserView>>, ApiError> {
     access::org(&state, &caller, Obj::Users, Act::Read).await?;
-    let limit = q.limit()?;
-    let users: Vec<User> = state
-        .store
-        .read(move |txn| named::read::page(txn, q.cursor.as_deref(), limit + 1))
-        .await?;
-    let views = users.iter().map(UserView::from).collect();
-    Ok(axum::Json(Page::from_overfetch(
-        views,
-        limit,
-        |u: &UserView| u.name.clone(),
-    )))
+    super::page_named(
+        &state,
+        q,
+        |u: &User| UserView::from(u),
+        |v: &UserView| v.name.clone(),
+    )
+    .await
 }
 
 #[derive(Debug, Deserialize)]
@@ -122,22 +118,15 @@ pub async fn create(
     Ok((StatusCode::CREATED, axum::Json(UserView::from(&user))))
 }
 
-async fn find(state: &AppState, name: String) -> Result<User, ApiError> {
-    let shown = name.clone();
-    state
-        .store
-        .read(move |txn| store::users::get_by_name(txn, &name))
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("user {shown} not found")))
-}
-
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
     Path(name): Path<String>,
 ) -> Result<axum::Json<UserView>, ApiError> {
     access::org(&state, &caller, Obj::Users, Act::Read).await?;
-    Ok(axum::Json(UserView::from(&find(&state, name).await?)))
+    Ok(axum::Json(UserView::from(
+        &find_named::<User>(&state, name).await?,
+    )))
 }
 
 #[derive(Debug, Deserialize)]
@@ -155,7 +144,7 @@ pub async fn update(
     Body(req): Body<UpdateUser>,
 ) -> Result<axum::Json<UserView>, ApiError> {
     let permit = access::org(&state, &caller, Obj::Users, Act::Update).await?;
-    let mut user = find(&state, name).await?;
+    let mut user = find_named::<User>(&state, name).await?;
     if req.disabled == Some(true) && user.id == caller.user.id {
         return Err(ApiError::conflict("you cannot disable your own account"));
     }
@@ -190,7 +179,7 @@ pub async fn delete(
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let permit = access::org(&state, &caller, Obj::Users, Act::Delete).await?;
-    let user = find(&state, name).await?;
+    let user = find_named::<User>(&state, name).await?;
     if user.id == caller.user.id {
         return Err(ApiError::conflict("you cannot delete your own account"));
     }
@@ -238,7 +227,7 @@ pub async fn reset_password(
     Body(req): Body<ResetPassword>,
 ) -> Result<axum::Json<ResetPasswordResponse>, ApiError> {
     let permit = access::org(&state, &caller, Obj::Users, Act::Update).await?;
-    let mut user = find(&state, name).await?;
+    let mut user = find_named::<User>(&state, name).await?;
     if user.kind != UserKind::Local {
         return Err(ApiError::conflict(format!(
             "user {} has no password",
@@ -281,7 +270,7 @@ pub async fn revoke_kubeconfig(
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let permit = access::org(&state, &caller, Obj::Users, Act::Update).await?;
-    let mut user = find(&state, name).await?;
+    let mut user = find_named::<User>(&state, name).await?;
     let now = OffsetDateTime::now_utc();
     user.credentials_revoked_at = Some(now);
     user.updated_at = now;

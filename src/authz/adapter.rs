@@ -12,6 +12,26 @@ impl RedbAdapter {
     pub fn new(store: Store) -> Self {
         Self { store }
     }
+
+    /// Applies `op` to every rule in one transaction; true if any rule changed.
+    async fn each_rule(
+        &self,
+        ptype: &str,
+        rules: Vec<Vec<String>>,
+        op: fn(&store::WriteTransaction, &str, &[String]) -> store::Result<bool>,
+    ) -> Result<bool> {
+        let ptype = ptype.to_owned();
+        self.store
+            .write(move |txn| {
+                let mut any = false;
+                for rule in &rules {
+                    any |= op(txn, &ptype, rule)?;
+                }
+                Ok(any)
+            })
+            .await
+            .map_err(io_err)
+    }
 }
 
 fn io_err(e: impl std::fmt::Display) -> casbin::Error {
@@ -107,17 +127,7 @@ impl Adapter for RedbAdapter {
         ptype: &str,
         rules: Vec<Vec<String>>,
     ) -> Result<bool> {
-        let ptype = ptype.to_owned();
-        self.store
-            .write(move |txn| {
-                let mut any = false;
-                for rule in &rules {
-                    any |= store::casbin::add(txn, &ptype, rule)?;
-                }
-                Ok(any)
-            })
-            .await
-            .map_err(io_err)
+        self.each_rule(ptype, rules, store::casbin::add).await
     }
 
     async fn remove_policy(&mut self, _sec: &str, ptype: &str, rule: Vec<String>) -> Result<bool> {
@@ -134,17 +144,7 @@ impl Adapter for RedbAdapter {
         ptype: &str,
         rules: Vec<Vec<String>>,
     ) -> Result<bool> {
-        let ptype = ptype.to_owned();
-        self.store
-            .write(move |txn| {
-                let mut any = false;
-                for rule in &rules {
-                    any |= store::casbin::remove(txn, &ptype, rule)?;
-                }
-                Ok(any)
-            })
-            .await
-            .map_err(io_err)
+        self.each_rule(ptype, rules, store::casbin::remove).await
     }
 
     async fn remove_filtered_policy(

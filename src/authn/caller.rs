@@ -11,6 +11,7 @@ use uuid::Uuid;
 use super::{API_TOKEN_PREFIX, CSRF_HEADER, SESSION_COOKIE, digest_eq, sha256_hex};
 use crate::api::ApiError;
 use crate::domain::audit::{Actor, NewEvent, Target};
+use crate::domain::org::Session;
 use crate::domain::user::User;
 use crate::listener::ConnInfo;
 use crate::state::AppState;
@@ -128,9 +129,9 @@ impl FromRequestParts<AppState> for Caller {
         let (user, via) = if let Some(token) = bearer(parts)? {
             authenticate_token(state, token, now).await?
         } else if let Some(cookie) = cookie_value(parts, SESSION_COOKIE) {
-            let (user, key_hash) = authenticate_session(state, cookie, now).await?;
+            let (user, key_hash, session) = authenticate_session(state, cookie, now).await?;
             if !is_safe(&parts.method) {
-                check_csrf(state, parts, &key_hash).await?;
+                check_csrf(parts, &session)?;
             }
             (user, Via::Session { key_hash })
         } else {
@@ -215,7 +216,7 @@ async fn authenticate_session(
     state: &AppState,
     cookie: &str,
     now: OffsetDateTime,
-) -> Result<(User, String), ApiError> {
+) -> Result<(User, String, Session), ApiError> {
     let key_hash = sha256_hex(cookie);
     let lookup = key_hash.clone();
     let session = state
@@ -250,7 +251,7 @@ async fn authenticate_session(
             .write(move |txn| store::grants::put_session(txn, &key, &touched))
             .await;
     }
-    Ok((user, key_hash))
+    Ok((user, key_hash, session))
 }
 
 fn session_expired(message: &str) -> ApiError {
@@ -261,18 +262,13 @@ fn session_expired(message: &str) -> ApiError {
     )
 }
 
-async fn check_csrf(state: &AppState, parts: &Parts, key_hash: &str) -> Result<(), ApiError> {
+/// The session was loaded by `authenticate_session`; the token is compared to its hash.
+fn check_csrf(parts: &Parts, session: &Session) -> Result<(), ApiError> {
     let sent = parts
         .headers
         .get(CSRF_HEADER)
         .and_then(|v| v.to_str().ok())
         .ok_or_else(|| csrf_error("missing X-CSRF-Token header"))?;
-    let key = key_hash.to_owned();
-    let session = state
-        .store
-        .read(move |txn| store::grants::get_session(txn, &key))
-        .await?
-        .ok_or_else(|| session_expired("the session has ended; sign in again"))?;
     if !digest_eq(&sha256_hex(sent), &session.csrf_hash) {
         return Err(csrf_error("X-CSRF-Token does not match the session"));
     }

@@ -107,6 +107,7 @@ async fn scope(state: &AppState, caller: &Caller, query: &mut AuditQuery) -> Res
     Ok(())
 }
 
+/// Recorded durably: the record of who read the log is on disk before the data leaves.
 async fn audit_the_read(
     state: &AppState,
     caller: &Caller,
@@ -121,7 +122,7 @@ async fn audit_the_read(
         },
     );
     event.details = serde_json::to_value(query).unwrap_or_default();
-    record(state, event, Durability::Fast).await
+    record(state, event, Durability::Durable).await
 }
 
 #[derive(Debug, Serialize)]

@@ -114,11 +114,7 @@ impl Adapter for RedbAdapter {
     }
 
     async fn add_policy(&mut self, _sec: &str, ptype: &str, rule: Vec<String>) -> Result<bool> {
-        let ptype = ptype.to_owned();
-        self.store
-            .write(move |txn| store::casbin::add(txn, &ptype, &rule))
-            .await
-            .map_err(io_err)
+        self.each_rule(ptype, vec![rule], store::casbin::add).await
     }
 
     async fn add_policies(
@@ -131,11 +127,8 @@ impl Adapter for RedbAdapter {
     }
 
     async fn remove_policy(&mut self, _sec: &str, ptype: &str, rule: Vec<String>) -> Result<bool> {
-        let ptype = ptype.to_owned();
-        self.store
-            .write(move |txn| store::casbin::remove(txn, &ptype, &rule))
+        self.each_rule(ptype, vec![rule], store::casbin::remove)
             .await
-            .map_err(io_err)
     }
 
     async fn remove_policies(

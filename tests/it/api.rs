@@ -776,6 +776,18 @@ async fn the_audit_api_filters_pages_scopes_by_project_and_audits_its_readers() 
     assert_eq!((s, b["error"]["field"].as_str()), (400, Some("outcome")));
     assert_eq!(admin.get("/api/v1/audit?limit=100000").await.0, 400);
     assert_eq!(admin.get("/api/v1/audit?colour=red").await.0, 400);
+    let (s, b) = admin.get("/api/v1/audit?from=2099-01-01T00:00:00Z").await;
+    assert_eq!((s, b["items"].clone()), (200, json!([])));
+    let (s, b) = admin
+        .get(
+            "/api/v1/audit?from=2000-01-01T00:00:00Z&to=2099-01-01T00:00:00Z&action=project.update",
+        )
+        .await;
+    assert_eq!((s, b["items"].as_array().map(Vec::len)), (200, Some(2)));
+    let (s, b) = admin
+        .get("/api/v1/audit?from=2099-01-01T00:00:00Z&to=2000-01-01T00:00:00Z")
+        .await;
+    assert_eq!((s, b["error"]["field"].as_str()), (400, Some("from")));
 
     // A project reader sees only that project's events.
     let (mut alice, _) = app.login("alice", "a-long-password-1").await;

@@ -1,8 +1,10 @@
 //! The HTTP surface: probes, the REST API under `/api/v1`, and the console fallback.
 
 pub mod access;
+pub mod agents;
 pub mod audit;
 pub mod auth;
+pub mod clusters;
 pub mod error;
 pub mod extract;
 pub mod grants;
@@ -53,6 +55,12 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .nest("/api/v1", api)
+        .nest(
+            "/agent/v1",
+            agents::routes()
+                .fallback(api_not_found)
+                .layer(axum::extract::DefaultBodyLimit::max(64 * 1024)),
+        )
         .fallback(crate::web::serve)
         .layer(middleware::from_fn(security_headers))
         .layer(middleware::from_fn(request_id_scope))

@@ -14,6 +14,7 @@ pub mod healthcheck;
 pub mod listener;
 pub mod manifest;
 pub mod pki;
+pub mod relay;
 pub mod sdnotify;
 pub mod serve;
 pub mod shutdown;

@@ -104,6 +104,7 @@ impl Server {
             throttle: Arc::new(crate::authn::throttle::Throttle::new(Default::default())),
             settings: Arc::new(std::sync::RwLock::new(settings)),
             tunnels: Arc::new(crate::tunnel::Tunnels::default()),
+            streams: Arc::default(),
             store,
             audit,
             pki: Arc::new(pki),

@@ -25,6 +25,8 @@ pub struct AppState {
     pub settings: Arc<std::sync::RwLock<Settings>>,
     /// Live agent tunnels by cluster.
     pub tunnels: Arc<Tunnels>,
+    /// Open relay streams, so revocation can end them.
+    pub streams: Arc<crate::relay::streams::Streams>,
 }
 
 impl AppState {

@@ -99,12 +99,22 @@ impl AgentConfig {
 /// Shared by the tunnel, its handlers and the health endpoints.
 pub struct Context {
     pub server: String,
-    pub kube: kube::Cluster,
+    /// The cluster the agent serves; absent only in load tests of the tunnel itself.
+    pub kube: Option<kube::Cluster>,
     identity: RwLock<Identity>,
     connected: AtomicBool,
 }
 
 impl Context {
+    pub fn new(server: String, kube: Option<kube::Cluster>, identity: Identity) -> Self {
+        Self {
+            server,
+            kube,
+            identity: RwLock::new(identity),
+            connected: AtomicBool::new(false),
+        }
+    }
+
     pub fn identity(&self) -> Identity {
         self.identity
             .read()
@@ -180,12 +190,7 @@ pub async fn run(config: AgentConfig, stop: CancellationToken) -> Result<(), Age
             identity
         }
     };
-    let ctx = Arc::new(Context {
-        server,
-        kube,
-        identity: RwLock::new(identity),
-        connected: AtomicBool::new(false),
-    });
+    let ctx = Arc::new(Context::new(server, Some(kube), identity));
     if let Some(addr) = config.health_listen {
         spawn_health(addr, ctx.clone()).await?;
     }

@@ -105,7 +105,10 @@ async fn handle(ctx: Arc<Context>, req: Request<Incoming>) -> Response<Body> {
         HEARTBEAT_PATH => {
             let beat = Heartbeat {
                 agent_version: env!("CARGO_PKG_VERSION").to_owned(),
-                kubernetes_version: ctx.kube.version().await,
+                kubernetes_version: match &ctx.kube {
+                    Some(k) => k.version().await,
+                    None => None,
+                },
             };
             json_response(StatusCode::OK, &beat)
         }

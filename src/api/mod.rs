@@ -9,6 +9,7 @@ pub mod error;
 pub mod extract;
 pub mod grants;
 pub mod groups;
+pub mod kubeconfig;
 pub mod openapi;
 pub mod projects;
 pub mod settings;
@@ -55,6 +56,8 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .nest("/api/v1", api)
+        .route("/k8s/{cluster}", axum::routing::any(crate::relay::handle))
+        .route("/k8s/{cluster}/{*rest}", axum::routing::any(crate::relay::handle))
         .nest(
             "/agent/v1",
             agents::routes()

@@ -18,6 +18,7 @@ pub struct UserView {
     pub email: String,
     pub disabled: bool,
     pub must_change_password: bool,
+    pub kubeconfig_validity_secs: Option<u64>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
@@ -34,6 +35,7 @@ impl From<&User> for UserView {
             email: u.email.clone(),
             disabled: u.disabled,
             must_change_password: u.must_change_password,
+            kubeconfig_validity_secs: u.kubeconfig_validity_secs,
             created_at: u.created_at,
             updated_at: u.updated_at,
         }

@@ -1,5 +1,6 @@
 //! Pure types and rules: no axum, redb, kube or rustls here.
 
+pub mod access;
 pub mod audit;
 pub mod cluster;
 pub mod names;

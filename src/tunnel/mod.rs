@@ -29,6 +29,32 @@ pub const REGISTER_PATH: &str = "/agent/v1/register";
 
 /// Paths the agent serves on the tunnel.
 pub const HEARTBEAT_PATH: &str = "/v1/heartbeat";
+/// Kubernetes API requests: `/k8s/<path on the API server>`.
+pub const KUBE_PREFIX: &str = "/k8s";
+/// `POST /v1/users/{id}/access` with a [`UserAccess`]: reconcile (or remove) a user's
+/// service account after their access changed.
+pub fn user_access_path(user: uuid::Uuid) -> String {
+    format!("/v1/users/{user}/access")
+}
+
+/// Headers the server sets on relayed requests (any a client sent are removed first).
+pub const USER_ID_HEADER: &str = "x-ztka-user-id";
+pub const USER_NAME_HEADER: &str = "x-ztka-user";
+/// JSON [`crate::domain::access::ClusterAccess`].
+pub const ACCESS_HEADER: &str = "x-ztka-access";
+/// Seconds an unused service account is kept.
+pub const SA_TTL_HEADER: &str = "x-ztka-sa-ttl";
+/// The client's `Upgrade` value: HTTP/2 has no upgrades, so the tunnel carries it here and
+/// the stream's bodies carry the upgraded bytes.
+pub const UPGRADE_HEADER: &str = "x-ztka-upgrade";
+/// On the agent's answer to an upgrade: the API server's status (101 when it switched).
+pub const STATUS_HEADER: &str = "x-ztka-status";
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct UserAccess {
+    pub user: String,
+    pub access: crate::domain::access::ClusterAccess,
+}
 
 /// How often the server asks the agent for a heartbeat, and how long it waits.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(10);

@@ -60,7 +60,12 @@ fn cpu_ticks(pid: u32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
     let fields: Vec<&str> = after.split_whitespace().collect();
-    let get = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    let get = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
     get(11) + get(12)
 }
 
@@ -155,7 +160,13 @@ async fn run(n: usize, idle: Duration) {
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut workers = Vec::new();
     for _ in 0..8 {
-        let (api, http, base, tx, next) = (api.clone(), http.clone(), base.clone(), tx.clone(), next.clone());
+        let (api, http, base, tx, next) = (
+            api.clone(),
+            http.clone(),
+            base.clone(),
+            tx.clone(),
+            next.clone(),
+        );
         workers.push(tokio::spawn(async move {
             loop {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -164,7 +175,11 @@ async fn run(n: usize, idle: Duration) {
                 }
                 let name = format!("c{i:05}");
                 let (s, b) = api
-                    .send("POST", "/api/v1/projects/bench/clusters", json!({"name": name}))
+                    .send(
+                        "POST",
+                        "/api/v1/projects/bench/clusters",
+                        json!({"name": name}),
+                    )
                     .await;
                 assert_eq!(s, 201, "{b}");
                 let (s, b) = api
@@ -199,7 +214,10 @@ async fn run(n: usize, idle: Duration) {
     let opened = Instant::now();
     for identity in identities {
         let ctx = Arc::new(Context::new(base.clone(), None, identity));
-        let chain = ctx.identity().tls_identity().unwrap_or_else(|e| panic!("{e}"));
+        let chain = ctx
+            .identity()
+            .tls_identity()
+            .unwrap_or_else(|e| panic!("{e}"));
         let client = HttpsClient::new(roots.clone(), Some(chain), Duration::from_secs(60))
             .unwrap_or_else(|e| panic!("{e}"));
         let stop = stop.clone();
@@ -223,7 +241,11 @@ async fn run(n: usize, idle: Duration) {
                 .await;
             online += page["items"]
                 .as_array()
-                .map(|a| a.iter().filter(|c| c["status"]["state"] == "online").count())
+                .map(|a| {
+                    a.iter()
+                        .filter(|c| c["status"]["state"] == "online")
+                        .count()
+                })
                 .unwrap_or(0);
             match page["next_cursor"].as_str() {
                 Some(c) => cursor = format!("&cursor={c}"),
@@ -233,7 +255,10 @@ async fn run(n: usize, idle: Duration) {
         if online >= n {
             break;
         }
-        assert!(opened.elapsed() < Duration::from_secs(300), "only {online}/{n} online");
+        assert!(
+            opened.elapsed() < Duration::from_secs(300),
+            "only {online}/{n} online"
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let open_time = opened.elapsed();
@@ -247,8 +272,13 @@ async fn run(n: usize, idle: Duration) {
     let cpu = (ticks1 - ticks0) as f64 / hz / idle.as_secs_f64() * 100.0;
     let me = proc_field(std::process::id(), "status", "VmRSS:");
 
-    println!("tunnels: {n} (setup: import + register in {setup:.1?}; all online {open_time:.1?} after dialing)");
-    println!("server RSS before tunnels: {:.1} MiB", rss_before as f64 / 1024.0);
+    println!(
+        "tunnels: {n} (setup: import + register in {setup:.1?}; all online {open_time:.1?} after dialing)"
+    );
+    println!(
+        "server RSS before tunnels: {:.1} MiB",
+        rss_before as f64 / 1024.0
+    );
     println!(
         "server RSS with {n} tunnels: {:.1} MiB ({:.1} KiB per tunnel)",
         rss_with as f64 / 1024.0,
@@ -257,7 +287,10 @@ async fn run(n: usize, idle: Duration) {
     println!(
         "server CPU while idle with heartbeats every 10 s: {cpu:.1}% of one core over {idle:?}"
     );
-    println!("agents' process RSS (all {n} agents): {:.1} MiB", me as f64 / 1024.0);
+    println!(
+        "agents' process RSS (all {n} agents): {:.1} MiB",
+        me as f64 / 1024.0
+    );
     stop.cancel();
     unsafe {
         libc::kill(pid as i32, libc::SIGTERM);

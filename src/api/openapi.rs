@@ -5,9 +5,7 @@ use axum::extract::State;
 use axum::routing::{MethodRouter, delete, get, patch, post};
 use serde_json::{Value, json};
 
-use super::{
-    audit, auth, clusters, grants, groups, kubeconfig, projects, settings, tokens, users,
-};
+use super::{audit, auth, clusters, grants, groups, kubeconfig, projects, settings, tokens, users};
 use crate::state::AppState;
 
 pub struct Route {
@@ -299,7 +297,12 @@ pub fn routes() -> Vec<(Route, MethodRouter<AppState>)> {
             post(clusters::bootstrap),
         ),
         (
-            r("get", "/kubeconfig", "kubeconfig", "The caller's kubeconfig (YAML) with a fresh client certificate"),
+            r(
+                "get",
+                "/kubeconfig",
+                "kubeconfig",
+                "The caller's kubeconfig (YAML) with a fresh client certificate",
+            ),
             get(kubeconfig::download),
         ),
         (
@@ -455,7 +458,10 @@ pub fn schemas() -> serde_json::Map<String, Value> {
                 ("display_name", string()),
                 ("email", string()),
                 ("disabled", json!({"type": "boolean"})),
-                ("kubeconfig_validity_secs", json!({"type": "integer", "minimum": 0})),
+                (
+                    "kubeconfig_validity_secs",
+                    json!({"type": "integer", "minimum": 0}),
+                ),
             ],
         ),
     );

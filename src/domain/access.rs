@@ -36,7 +36,9 @@ impl ClusterAccess {
             match g.role.kube_access() {
                 KubeAccess::Full => a.full = true,
                 KubeAccess::ReadOnly => a.read_only = true,
-                KubeAccess::NamespaceAdmin => a.admin_namespaces.extend(g.namespaces.iter().cloned()),
+                KubeAccess::NamespaceAdmin => {
+                    a.admin_namespaces.extend(g.namespaces.iter().cloned())
+                }
                 KubeAccess::NamespaceReadOnly => {
                     a.read_namespaces.extend(g.namespaces.iter().cloned())
                 }
@@ -78,13 +80,21 @@ impl ClusterAccess {
         if !self.admin_namespaces.is_empty() {
             parts.push(format!(
                 "namespace-admin in {}",
-                self.admin_namespaces.iter().cloned().collect::<Vec<_>>().join(",")
+                self.admin_namespaces
+                    .iter()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(",")
             ));
         }
         if !self.read_namespaces.is_empty() {
             parts.push(format!(
                 "read-only in {}",
-                self.read_namespaces.iter().cloned().collect::<Vec<_>>().join(",")
+                self.read_namespaces
+                    .iter()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(",")
             ));
         }
         if parts.is_empty() {

@@ -207,21 +207,16 @@ async fn authorize(
     conn: Option<&ConnInfo>,
     cluster_name: &str,
 ) -> Result<Authorized, Refusal> {
-    let unauthorized = |m: &str| {
-        (
-            StatusCode::UNAUTHORIZED,
-            "Unauthorized",
-            m.to_owned(),
-            None,
-        )
-    };
+    let unauthorized = |m: &str| (StatusCode::UNAUTHORIZED, "Unauthorized", m.to_owned(), None);
     let Some(peer) = conn.and_then(|c| c.peer.as_ref()) else {
         return Err(unauthorized(
             "a client certificate from ztka is required: download a kubeconfig from the console or GET /api/v1/kubeconfig",
         ));
     };
     if !peer.organizations.iter().any(|o| o == USER_ORGANIZATION) {
-        return Err(unauthorized("this certificate is not a ztka user certificate"));
+        return Err(unauthorized(
+            "this certificate is not a ztka user certificate",
+        ));
     }
     let Ok(user_id) = Uuid::parse_str(&peer.common_name) else {
         return Err(unauthorized("this certificate does not name a user"));
@@ -249,7 +244,9 @@ async fn authorize(
         )
     })?;
     let Some(user) = user else {
-        return Err(unauthorized("the user of this certificate no longer exists"));
+        return Err(unauthorized(
+            "the user of this certificate no longer exists",
+        ));
     };
     if user.disabled {
         return Err((
@@ -346,11 +343,10 @@ async fn forward(
         .headers
         .get(header::UPGRADE)
         .filter(|_| {
-            parts
-                .headers
-                .get_all(header::CONNECTION)
-                .iter()
-                .any(|v| v.to_str().is_ok_and(|v| v.to_ascii_lowercase().contains("upgrade")))
+            parts.headers.get_all(header::CONNECTION).iter().any(|v| {
+                v.to_str()
+                    .is_ok_and(|v| v.to_ascii_lowercase().contains("upgrade"))
+            })
         })
         .cloned();
     let on_upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
@@ -407,7 +403,10 @@ async fn forward(
         status(
             StatusCode::BAD_GATEWAY,
             "ServiceUnavailable",
-            format!("the agent of cluster {} did not answer: {e}", who.cluster.name),
+            format!(
+                "the agent of cluster {} did not answer: {e}",
+                who.cluster.name
+            ),
         )
     };
     let sent = async {
@@ -616,8 +615,12 @@ async fn push_access(
             };
             match tokio::time::timeout(Duration::from_secs(30), sent).await {
                 Ok(Ok(res)) if res.status().is_success() => {}
-                Ok(Ok(res)) => tracing::warn!(%cluster, status = %res.status(), "agent could not apply an access change"),
-                Ok(Err(e)) => tracing::warn!(%cluster, error = %e, "cannot reach the agent for an access change"),
+                Ok(Ok(res)) => {
+                    tracing::warn!(%cluster, status = %res.status(), "agent could not apply an access change")
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(%cluster, error = %e, "cannot reach the agent for an access change")
+                }
                 Err(_) => tracing::warn!(%cluster, "the agent did not confirm an access change"),
             }
         });

@@ -67,7 +67,17 @@ impl RequestInfo {
             ("PATCH", _) => "patch",
             ("DELETE", true) => "deletecollection",
             ("DELETE", false) => "delete",
-            (other, _) => return Self::other(other, group, version, namespace, resource, name, subresource),
+            (other, _) => {
+                return Self::other(
+                    other,
+                    group,
+                    version,
+                    namespace,
+                    resource,
+                    name,
+                    subresource,
+                );
+            }
         };
         Self {
             verb: verb.into(),
@@ -105,11 +115,13 @@ impl RequestInfo {
     /// Requests that change something or open an interactive stream: recorded durably
     /// before they are forwarded.
     pub fn is_mutating(&self) -> bool {
-        !matches!(self.verb.as_str(), "get" | "list" | "watch" | "head" | "options")
-            || matches!(
-                self.subresource.as_str(),
-                "exec" | "attach" | "portforward" | "proxy"
-            )
+        !matches!(
+            self.verb.as_str(),
+            "get" | "list" | "watch" | "head" | "options"
+        ) || matches!(
+            self.subresource.as_str(),
+            "exec" | "attach" | "portforward" | "proxy"
+        )
     }
 
     pub fn to_event(&self, method: &str, path: &str) -> KubeRequest {
@@ -135,20 +147,39 @@ mod tests {
     #[test]
     fn resolves_like_the_api_server() {
         let r = RequestInfo::parse("GET", "/api/v1/namespaces/a/pods", Some("watch=true&rv=1"));
-        assert_eq!((r.verb.as_str(), r.namespace.as_str(), r.resource.as_str()), ("watch", "a", "pods"));
+        assert_eq!(
+            (r.verb.as_str(), r.namespace.as_str(), r.resource.as_str()),
+            ("watch", "a", "pods")
+        );
         let r = RequestInfo::parse("POST", "/api/v1/namespaces/a/pods/p/exec", None);
-        assert_eq!((r.verb.as_str(), r.name.as_str(), r.subresource.as_str()), ("create", "p", "exec"));
+        assert_eq!(
+            (r.verb.as_str(), r.name.as_str(), r.subresource.as_str()),
+            ("create", "p", "exec")
+        );
         assert!(r.is_mutating());
-        let r = RequestInfo::parse("GET", "/api/v1/namespaces/a/pods/p/log", Some("follow=true"));
+        let r = RequestInfo::parse(
+            "GET",
+            "/api/v1/namespaces/a/pods/p/log",
+            Some("follow=true"),
+        );
         assert!(!r.is_mutating());
         let r = RequestInfo::parse("DELETE", "/apis/apps/v1/namespaces/a/deployments", None);
-        assert_eq!((r.verb.as_str(), r.api_group.as_str()), ("deletecollection", "apps"));
+        assert_eq!(
+            (r.verb.as_str(), r.api_group.as_str()),
+            ("deletecollection", "apps")
+        );
         let r = RequestInfo::parse("GET", "/api/v1/namespaces/kube-system", None);
-        assert_eq!((r.resource.as_str(), r.name.as_str()), ("namespaces", "kube-system"));
+        assert_eq!(
+            (r.resource.as_str(), r.name.as_str()),
+            ("namespaces", "kube-system")
+        );
         assert!(RequestInfo::parse("GET", "/apis", None).discovery);
         assert!(RequestInfo::parse("GET", "/apis/apps/v1", None).discovery);
         assert!(RequestInfo::parse("GET", "/version", None).discovery);
         let r = RequestInfo::parse("GET", "/api/v1/nodes", None);
-        assert_eq!((r.verb.as_str(), r.namespace.as_str(), r.resource.as_str()), ("list", "", "nodes"));
+        assert_eq!(
+            (r.verb.as_str(), r.namespace.as_str(), r.resource.as_str()),
+            ("list", "", "nodes")
+        );
     }
 }

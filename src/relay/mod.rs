@@ -138,7 +138,8 @@ pub async fn handle(State(state): State<AppState>, req: Request) -> Response {
     let mut kube = info.to_event(req.method().as_str(), api_path);
     let authorized = match authorize(&state, conn.as_ref(), cluster_name).await {
         Ok(a) => a,
-        Err((code, reason, message, user)) => {
+        Err(refusal) => {
+            let (code, reason, message, user) = *refusal;
             if let Some(u) = user {
                 event.actor.user_id = Some(u.id);
                 event.actor.user_name = Some(u.name);
@@ -200,14 +201,15 @@ pub async fn handle(State(state): State<AppState>, req: Request) -> Response {
     response
 }
 
-type Refusal = (StatusCode, &'static str, String, Option<User>);
+type Refusal = Box<(StatusCode, &'static str, String, Option<User>)>;
 
 async fn authorize(
     state: &AppState,
     conn: Option<&ConnInfo>,
     cluster_name: &str,
 ) -> Result<Authorized, Refusal> {
-    let unauthorized = |m: &str| (StatusCode::UNAUTHORIZED, "Unauthorized", m.to_owned(), None);
+    let unauthorized: fn(&str) -> Refusal =
+        |m| Box::new((StatusCode::UNAUTHORIZED, "Unauthorized", m.to_owned(), None));
     let Some(peer) = conn.and_then(|c| c.peer.as_ref()) else {
         return Err(unauthorized(
             "a client certificate from ztka is required: download a kubeconfig from the console or GET /api/v1/kubeconfig",
@@ -236,12 +238,12 @@ async fn authorize(
         .await;
     let (user, cluster, project) = loaded.map_err(|e| {
         tracing::error!(error = %e, "relay lookup failed");
-        (
+        Box::new((
             StatusCode::INTERNAL_SERVER_ERROR,
             "InternalError",
             "internal error".to_owned(),
             None,
-        )
+        ))
     })?;
     let Some(user) = user else {
         return Err(unauthorized(
@@ -249,19 +251,19 @@ async fn authorize(
         ));
     };
     if user.disabled {
-        return Err((
+        return Err(Box::new((
             StatusCode::UNAUTHORIZED,
             "Unauthorized",
             format!("user {} is disabled", user.name),
             Some(user),
-        ));
+        )));
     }
     let issued_at = peer.not_before + CERT_BACKDATE_SECS;
     if user
         .credentials_revoked_at
         .is_some_and(|t| issued_at < t.unix_timestamp())
     {
-        return Err((
+        return Err(Box::new((
             StatusCode::UNAUTHORIZED,
             "Unauthorized",
             format!(
@@ -269,15 +271,15 @@ async fn authorize(
                 user.name
             ),
             Some(user),
-        ));
+        )));
     }
     let no_access = |user: User| {
-        Err((
+        Err(Box::new((
             StatusCode::FORBIDDEN,
             "Forbidden",
             format!("user {} has no access to cluster {cluster_name}", user.name),
             Some(user),
-        ))
+        )))
     };
     let (Some(cluster), Some(project)) = (cluster, project) else {
         return no_access(user);
@@ -385,6 +387,8 @@ async fn forward(
     let (body, upstream_tx) = match (&upgrade, &on_upgrade) {
         (Some(u), Some(_)) => {
             headers.insert(HeaderName::from_static(UPGRADE_HEADER), u.clone());
+            // The upgraded bytes follow in the body; a declared length would cut them off.
+            headers.remove(header::CONTENT_LENGTH);
             let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
             let stream = futures_util::stream::unfold(rx, |mut rx| async move {
                 rx.recv().await.map(|b| (Ok::<_, io::Error>(b), rx))

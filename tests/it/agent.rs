@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use crate::fixture::{ApiClient, InProcess, ServerProcess, client_trusting, ztka};
 
 /// Creates project `p` (if needed) and cluster `name`, and returns a bootstrap answer.
-async fn import(api: &mut ApiClient, project: &str, name: &str) -> Value {
+pub async fn import(api: &mut ApiClient, project: &str, name: &str) -> Value {
     let (s, b) = api.post("/api/v1/projects", json!({"name": project})).await;
     assert!(s == 201 || s == 409, "{s} {b}");
     let (s, b) = api
@@ -37,7 +37,7 @@ async fn import(api: &mut ApiClient, project: &str, name: &str) -> Value {
     b
 }
 
-fn spawn_agent(
+pub fn spawn_agent(
     server: &str,
     ca: &Path,
     token_file: &Path,

@@ -6,4 +6,5 @@ mod api;
 mod audit;
 mod fixture;
 mod listener;
+mod relay;
 mod serve;

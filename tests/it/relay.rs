@@ -1,0 +1,623 @@
+//! kubectl through ztka: real kubectl binaries → the relay → the tunnel → a real `ztka agent`
+//! process (with the least-privilege agent role) → the Kubernetes API simulator.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http_body_util::Full;
+use kubesim::KubeSim;
+use kubesim::kubectl::{kubectl, kubectls, ok, stream_until};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+
+use crate::agent::{import, spawn_agent};
+use crate::fixture::{ApiClient, ServerProcess, client_trusting};
+
+struct Env {
+    sim: KubeSim,
+    server: ServerProcess,
+    admin: ApiClient,
+    dir: tempfile::TempDir,
+    agent: std::process::Child,
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        let _ = self.agent.kill();
+        let _ = self.agent.wait();
+        self.server.signal(libc::SIGKILL);
+    }
+}
+
+fn pod(ns: &str, name: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"containers": [{"name": "main", "image": "busybox"}]}})
+}
+
+/// Simulator with the install manifest applied, a server, and an agent that runs with the
+/// agent service account's own token (so its least privilege is what is exercised).
+async fn env() -> Env {
+    let sim = KubeSim::start(Default::default()).await.unwrap();
+    for ns in ["team-a", "team-b"] {
+        sim.create(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}))
+            .await
+            .unwrap();
+    }
+    sim.create(pod("default", "box")).await.unwrap();
+    sim.create(pod("team-a", "box")).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let external = format!("https://localhost:{port}");
+    let server = ServerProcess::start_at(
+        &data,
+        &format!("127.0.0.1:{port}"),
+        &["--external-url", &external],
+        |_| {},
+    );
+    let mut admin = server.admin().await;
+    let boot = import(&mut admin, "shop", "prod").await;
+    let manifest = dir.path().join("manifest.yaml");
+    std::fs::write(&manifest, boot["manifest"].as_str().unwrap()).unwrap();
+    let bin = PathBuf::from("/usr/bin/kubectl");
+    ok(
+        &bin,
+        sim.kubeconfig_path(),
+        &["apply", "-f", manifest.to_str().unwrap()],
+        None,
+    )
+    .await;
+    let agent_token = sim
+        .create_token("ztka-system", "ztka-agent", 86_400)
+        .await
+        .unwrap();
+    let agent_kc = dir.path().join("agent.kubeconfig");
+    sim.write_kubeconfig(&agent_kc, &agent_token).unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, boot["token"].as_str().unwrap()).unwrap();
+    let agent = spawn_agent(
+        &external,
+        &data.join("ca.crt"),
+        &token_file,
+        &dir.path().join("agent-state"),
+        &agent_kc,
+    );
+    let start = Instant::now();
+    loop {
+        let (_, b) = admin.get("/api/v1/projects/shop/clusters/prod").await;
+        if b["status"]["state"] == "online" {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "agent never came online: {b}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Env {
+        sim,
+        server,
+        admin,
+        dir,
+        agent,
+    }
+}
+
+impl Env {
+    /// Creates a local user with a grant, signs in as them and downloads their kubeconfig.
+    async fn user(&mut self, name: &str, grant: Option<Value>) -> (PathBuf, ApiClient) {
+        let pw = "a long enough password";
+        let (s, b) = self
+            .admin
+            .post(
+                "/api/v1/users",
+                json!({"name": name, "password": pw, "must_change_password": false}),
+            )
+            .await;
+        assert_eq!(s, 201, "{b}");
+        if let Some(mut g) = grant {
+            g["user"] = json!(name);
+            let (s, b) = self.admin.post("/api/v1/grants", g).await;
+            assert_eq!(s, 201, "{b}");
+        }
+        let mut c = ApiClient::new(self.server.client(), self.server.url(""));
+        let (s, b) = c
+            .post(
+                "/api/v1/auth/login",
+                json!({"username": name, "password": pw}),
+            )
+            .await;
+        assert_eq!(s, 200, "{b}");
+        let path = self.download(&mut c, name).await;
+        (path, c)
+    }
+
+    async fn download(&self, c: &mut ApiClient, name: &str) -> PathBuf {
+        let (s, b) = c.get("/api/v1/kubeconfig").await;
+        assert_eq!(s, 200, "{b}");
+        let dir = self.dir.path().join(format!("home-{name}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("config");
+        std::fs::write(&path, b.as_str().unwrap()).unwrap();
+        path
+    }
+}
+
+/// The client certificate and key inside a kubeconfig.
+fn identity(kubeconfig: &Path) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
+    let doc: Value = serde_saphyr::from_str(&std::fs::read_to_string(kubeconfig).unwrap()).unwrap();
+    let field = |k: &str| {
+        base64::engine::general_purpose::STANDARD
+            .decode(doc["users"][0]["user"][k].as_str().unwrap())
+            .unwrap()
+    };
+    let chain = CertificateDer::pem_slice_iter(&field("client-certificate-data"))
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    (
+        chain,
+        PrivateKeyDer::from_pem_slice(&field("client-key-data")).unwrap(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_versions_work_through_ztka_as_the_users_service_account() {
+    let mut env = env().await;
+    let (kc, _) = env
+        .user(
+            "dev",
+            Some(json!({"role": "project-admin", "project": "shop"})),
+        )
+        .await;
+    let bins = kubectls();
+    assert!(
+        bins.len() >= 3,
+        "kubectl 1.32, 1.33 and 1.27 are all expected: {bins:?}"
+    );
+    for (i, bin) in bins.iter().enumerate() {
+        let out = ok(bin, &kc, &["get", "pods", "-n", "default"], None).await;
+        assert!(out.contains("box"), "{out}");
+        let cm = env.dir.path().join(format!("cm{i}.yaml"));
+        std::fs::write(
+            &cm,
+            format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cm{i}\n  namespace: default\ndata:\n  k: v\n"),
+        )
+        .unwrap();
+        let out = ok(bin, &kc, &["apply", "-f", cm.to_str().unwrap()], None).await;
+        assert!(out.contains("created"), "{out}");
+        let out = ok(
+            bin,
+            &kc,
+            &["delete", "configmap", &format!("cm{i}"), "-n", "default"],
+            None,
+        )
+        .await;
+        assert!(out.contains("deleted"), "{out}");
+        // A watch, ended by the client's timeout.
+        let w = kubectl(
+            bin,
+            &kc,
+            &["get", "pods", "-n", "default", "-w", "--request-timeout=2s"],
+            None,
+        )
+        .await;
+        assert!(w.stdout.contains("box"), "{} {}", w.stdout, w.stderr);
+        let lines = stream_until(
+            bin,
+            &kc,
+            &["logs", "-f", "box", "-n", "default"],
+            |s| s.len() >= 12,
+            None,
+        )
+        .await;
+        assert!(lines[11].contains("log line 12"), "{lines:?}");
+        let out = ok(
+            bin,
+            &kc,
+            &["exec", "-i", "box", "-n", "default", "--", "cat"],
+            Some("through ztka\n"),
+        )
+        .await;
+        assert_eq!(out, "through ztka\n");
+        let ex = kubectl(
+            bin,
+            &kc,
+            &["exec", "box", "-n", "default", "--", "sh", "-c", "exit 3"],
+            None,
+        )
+        .await;
+        assert_eq!(ex.code, 3, "{}", ex.stderr);
+        port_forward_round_trip(bin, &kc).await;
+        let local = env.dir.path().join(format!("cp{i}"));
+        std::fs::create_dir_all(&local).unwrap();
+        std::fs::write(local.join("f.txt"), "copied\n").unwrap();
+        ok(
+            bin,
+            &kc,
+            &[
+                "cp",
+                local.join("f.txt").to_str().unwrap(),
+                &format!("default/box:/cp{i}.txt"),
+            ],
+            None,
+        )
+        .await;
+        let out = ok(
+            bin,
+            &kc,
+            &[
+                "exec",
+                "box",
+                "-n",
+                "default",
+                "--",
+                "cat",
+                &format!("/cp{i}.txt"),
+            ],
+            None,
+        )
+        .await;
+        assert_eq!(out, "copied\n");
+        let out = ok(
+            bin,
+            &kc,
+            &["auth", "can-i", "--list", "-n", "default"],
+            None,
+        )
+        .await;
+        assert!(out.contains("*.*"), "{out}");
+    }
+    // The user's service account exists in ztka-system, made by the agent.
+    let sas = env
+        .sim
+        .list("v1", "ServiceAccount", "ztka-system", "ztka.dev/user")
+        .await
+        .unwrap();
+    assert!(
+        sas.iter().any(|sa| sa["metadata"]["name"]
+            .as_str()
+            .unwrap()
+            .starts_with("ztka-dev-")),
+        "{sas:?}"
+    );
+    // Every request was audited as a kube event; mutations before they ran.
+    let (_, b) = env
+        .admin
+        .get("/api/v1/audit?kind=kube&user=dev&outcome=pending&limit=5")
+        .await;
+    assert!(!b["items"].as_array().unwrap().is_empty(), "{b}");
+    let (_, b) = env
+        .admin
+        .get("/api/v1/audit?kind=kube&user=dev&verb=create&limit=50")
+        .await;
+    assert!(
+        b["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kube"]["subresource"] == "exec"),
+        "{b}"
+    );
+}
+
+async fn port_forward_round_trip(bin: &Path, kc: &Path) {
+    let mut child = tokio::process::Command::new(bin)
+        .env_clear()
+        .env("KUBECONFIG", kc)
+        .env("HOME", kc.parent().unwrap())
+        .args(["port-forward", "-n", "default", "pod/box", "0:8080"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let port: u16 = line
+        .split_whitespace()
+        .nth(2)
+        .and_then(|a| a.rsplit(':').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected output {line:?}"));
+    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let msg = format!("ping via {}\n", bin.display());
+    tcp.write_all(msg.as_bytes()).await.unwrap();
+    let mut back = vec![0u8; msg.len()];
+    tokio::time::timeout(Duration::from_secs(10), tcp.read_exact(&mut back))
+        .await
+        .unwrap_or_else(|_| panic!("{}: no echo", bin.display()))
+        .unwrap();
+    assert_eq!(String::from_utf8(back).unwrap(), msg);
+    child.kill().await.unwrap();
+}
+
+/// A raw request through the relay with a user's certificate and extra headers.
+async fn raw(
+    env: &Env,
+    identity: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, Value) {
+    let client = client_trusting(&[env.server.data_dir.join("ca.crt")], identity);
+    let mut req = hyper::Request::get(env.server.url(path));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let res = client
+        .send(req.body(Full::new(Bytes::new())).unwrap())
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    (
+        status,
+        serde_json::from_slice(res.body()).unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_rbac_decides_and_forged_identities_are_refused() {
+    let mut env = env().await;
+    env.sim
+        .create(json!({"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "db", "namespace": "default"}, "stringData": {"password": "x"}}))
+        .await
+        .unwrap();
+    let bin = PathBuf::from("/usr/bin/kubectl");
+    let (ro, _) = env
+        .user(
+            "rita",
+            Some(json!({"role": "project-read-only", "project": "shop"})),
+        )
+        .await;
+    assert!(
+        ok(&bin, &ro, &["get", "pods", "-A"], None)
+            .await
+            .contains("box")
+    );
+    for args in [
+        &["get", "secrets", "-n", "default"][..],
+        &["exec", "box", "-n", "default", "--", "echo", "hi"][..],
+        &["delete", "pod", "box", "-n", "default"][..],
+    ] {
+        let out = kubectl(&bin, &ro, args, None).await;
+        assert_ne!(out.code, 0, "{args:?} should be refused");
+        assert!(
+            out.stderr.contains("Forbidden") || out.stderr.contains("forbidden"),
+            "{args:?}: {}",
+            out.stderr
+        );
+    }
+    let (na, _) = env
+        .user(
+            "nora",
+            Some(json!({"role": "namespace-admin", "project": "shop", "namespaces": ["team-a"]})),
+        )
+        .await;
+    ok(
+        &bin,
+        &na,
+        &["create", "configmap", "mine", "-n", "team-a"],
+        None,
+    )
+    .await;
+    let out = kubectl(
+        &bin,
+        &na,
+        &["create", "configmap", "mine", "-n", "team-b"],
+        None,
+    )
+    .await;
+    assert!(out.stderr.contains("forbidden"), "{}", out.stderr);
+    let (none, _) = env.user("nobody", None).await;
+    // Without a reachable cluster the kubeconfig has no context; point one at prod by hand.
+    let manual = env.dir.path().join("nobody.kubeconfig");
+    let mut doc: Value = serde_saphyr::from_str(&std::fs::read_to_string(&ro).unwrap()).unwrap();
+    let theirs: Value = serde_saphyr::from_str(&std::fs::read_to_string(&none).unwrap()).unwrap();
+    doc["users"] = theirs["users"].clone();
+    doc["contexts"][0]["context"]["user"] = theirs["users"][0]["name"].clone();
+    std::fs::write(&manual, serde_json::to_string(&doc).unwrap()).unwrap();
+    let out = kubectl(&bin, &manual, &["get", "pods"], None).await;
+    assert!(
+        out.code != 0 && out.stderr.contains("Forbidden"),
+        "{}",
+        out.stderr
+    );
+    // kubectl's discovery hides the message; the Status carries it.
+    let (s, b) = raw(&env, Some(identity(&none)), "/k8s/prod/api/v1/pods", &[]).await;
+    assert_eq!(s, 403);
+    assert_eq!(b["message"], "user nobody has no access to cluster prod");
+
+    // Forged identity headers change nothing.
+    let rita = || identity(&ro);
+    let admin_token = env.sim.admin_token().to_owned();
+    let bearer = format!("Bearer {admin_token}");
+    for headers in [
+        vec![
+            ("impersonate-user", "system:admin"),
+            ("impersonate-group", "system:masters"),
+        ],
+        vec![("authorization", bearer.as_str())],
+        vec![
+            ("x-ztka-access", r#"{"full":true}"#),
+            ("x-remote-user", "admin"),
+        ],
+    ] {
+        let (s, b) = raw(
+            &env,
+            Some(rita()),
+            "/k8s/prod/api/v1/namespaces/default/secrets",
+            &headers,
+        )
+        .await;
+        assert_eq!(s, 403, "{headers:?}: {b}");
+        assert_eq!(b["kind"], "Status");
+    }
+    // No certificate; an agent certificate is not a user certificate.
+    let (s, b) = raw(&env, None, "/k8s/prod/api/v1/pods", &[]).await;
+    assert_eq!(s, 401, "{b}");
+    assert_eq!(b["reason"], "Unauthorized");
+    // A certificate from another CA does not get through TLS.
+    let other = rcgen::KeyPair::generate().unwrap();
+    let self_signed = rcgen::CertificateParams::new(vec!["rita".to_owned()])
+        .unwrap()
+        .self_signed(&other)
+        .unwrap();
+    let client = client_trusting(
+        &[env.server.data_dir.join("ca.crt")],
+        Some((
+            vec![self_signed.der().clone()],
+            PrivateKeyDer::from_pem_slice(other.serialize_pem().as_bytes()).unwrap(),
+        )),
+    );
+    let sent = client
+        .send(
+            hyper::Request::get(env.server.url("/k8s/prod/api/v1/pods"))
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
+        .await;
+    assert!(
+        sent.is_err(),
+        "a foreign certificate must fail the handshake"
+    );
+    // Another cluster rita has no access to: refused with a clear Status.
+    let (s, _) = env
+        .admin
+        .post("/api/v1/projects", json!({"name": "vault"}))
+        .await;
+    assert_eq!(s, 201);
+    let (s, _) = env
+        .admin
+        .post(
+            "/api/v1/projects/vault/clusters",
+            json!({"name": "secret-cluster"}),
+        )
+        .await;
+    assert_eq!(s, 201);
+    let (s, b) = raw(&env, Some(rita()), "/k8s/secret-cluster/api/v1/pods", &[]).await;
+    assert_eq!(s, 403, "{b}");
+    // …and an offline cluster the user can reach answers 503 at once.
+    let (s, _) = env
+        .admin
+        .post(
+            "/api/v1/grants",
+            json!({"user": "rita", "role": "project-read-only", "project": "vault"}),
+        )
+        .await;
+    assert_eq!(s, 201);
+    let t = Instant::now();
+    let (s, b) = raw(&env, Some(rita()), "/k8s/secret-cluster/api/v1/pods", &[]).await;
+    assert_eq!(s, 503, "{b}");
+    assert!(b["message"].as_str().unwrap().contains("offline"), "{b}");
+    assert!(t.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocation_ends_open_streams_and_removes_the_service_account() {
+    let mut env = env().await;
+    let bin = PathBuf::from("/usr/bin/kubectl");
+    let (kc, _) = env
+        .user(
+            "eve",
+            Some(json!({"role": "project-admin", "project": "shop"})),
+        )
+        .await;
+    ok(&bin, &kc, &["get", "pods"], None).await;
+    assert!(has_account(&env.sim, "ztka-eve-").await);
+    let spawn = |args: &[&str]| {
+        tokio::process::Command::new(&bin)
+            .env_clear()
+            .env("KUBECONFIG", &kc)
+            .env("HOME", kc.parent().unwrap())
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap()
+    };
+    let mut watch = spawn(&["get", "pods", "-w"]);
+    let mut exec = spawn(&["exec", "-i", "box", "--", "cat"]);
+    let mut exec_in = exec.stdin.take().unwrap();
+    exec_in.write_all(b"still here\n").await.unwrap();
+    let mut exec_out = BufReader::new(exec.stdout.take().unwrap()).lines();
+    let echoed = tokio::time::timeout(Duration::from_secs(20), exec_out.next_line())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(echoed.as_deref(), Some("still here"));
+    let mut watch_out = BufReader::new(watch.stdout.take().unwrap()).lines();
+    let first = tokio::time::timeout(Duration::from_secs(20), watch_out.next_line())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(first.is_some());
+
+    let (s, _) = env
+        .admin
+        .post("/api/v1/users/eve/kubeconfig/revoke", json!({}))
+        .await;
+    assert_eq!(s, 204);
+    let revoked = Instant::now();
+    let w = tokio::time::timeout(Duration::from_secs(5), watch.wait()).await;
+    let e = tokio::time::timeout(Duration::from_secs(5), exec.wait()).await;
+    assert!(w.is_ok(), "the watch is still open after revocation");
+    assert!(e.is_ok(), "the exec session is still open after revocation");
+    eprintln!("streams ended {:?} after the revocation", revoked.elapsed());
+    let out = kubectl(&bin, &kc, &["get", "pods"], None).await;
+    assert_ne!(out.code, 0);
+    let start = Instant::now();
+    while has_account(&env.sim, "ztka-eve-").await {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the service account was not removed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A new kubeconfig works again.
+    let mut c = ApiClient::new(env.server.client(), env.server.url(""));
+    let (s, _) = c
+        .post(
+            "/api/v1/auth/login",
+            json!({"username": "eve", "password": "a long enough password"}),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let fresh = env.download(&mut c, "eve2").await;
+    ok(&bin, &fresh, &["get", "pods"], None).await;
+    let (_, b) = env
+        .admin
+        .get("/api/v1/audit?action=kube.request&user=eve&outcome=denied&limit=5")
+        .await;
+    assert!(!b["items"].as_array().unwrap().is_empty(), "{b}");
+}
+
+async fn has_account(sim: &KubeSim, prefix: &str) -> bool {
+    sim.list("v1", "ServiceAccount", "ztka-system", "")
+        .await
+        .unwrap()
+        .iter()
+        .any(|sa| {
+            sa["metadata"]["name"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with(prefix)
+        })
+}

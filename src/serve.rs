@@ -115,7 +115,24 @@ impl Server {
             app: crate::api::app(state.clone()),
             handshake_timeout: config.handshake_timeout,
         };
-        let task = tokio::spawn(server.run(shutdown));
+        let task = tokio::spawn(server.run(shutdown.clone()));
+        // Online backups (`ztka admin backup` while this server holds the database).
+        match crate::backup::socket::bind(&config.data_dir) {
+            Ok((listener, owner)) => {
+                tokio::spawn(crate::backup::socket::serve(
+                    listener,
+                    owner,
+                    config.data_dir.clone(),
+                    state.store.clone(),
+                    state.audit.clone(),
+                    shutdown,
+                ));
+            }
+            Err(e) => tracing::warn!(
+                error = %e,
+                "cannot open the admin socket; `ztka admin backup` needs the server stopped"
+            ),
+        }
         Ok(Self {
             addr,
             state,
@@ -139,6 +156,14 @@ impl Server {
             tracing::error!(error = %e, "cannot flush the audit log");
         }
     }
+}
+
+/// `ztka admin init`: the same first-start work as `serve` (data directory, CA, server
+/// certificate, first admin), without listening. Returns whether it created the admin with a
+/// generated password, which is then only in `<data-dir>/initial-admin-password`. Blocking.
+pub fn initialize(config: &ServeConfig) -> Result<bool, ServeError> {
+    let (_, _, generated) = prepare(config)?;
+    Ok(generated.is_some())
 }
 
 /// Blocking startup work: database, certificates, first admin.

@@ -150,7 +150,9 @@ fn prepare_dest(dest: &Path) -> Result<bool, BackupError> {
             std::fs::DirBuilder::new()
                 .mode(0o700)
                 .create(dest)
-                .map_err(|e| BackupError::Usage(format!("cannot create {}: {e}", dest.display())))?;
+                .map_err(|e| {
+                    BackupError::Usage(format!("cannot create {}: {e}", dest.display()))
+                })?;
             Ok(true)
         }
         Err(e) => Err(BackupError::Usage(format!("{}: {e}", dest.display()))),
@@ -345,7 +347,12 @@ fn backup_online(data_dir: &Path, dest: &Path) -> Result<Manifest, BackupError> 
         if !allowed_file(&name) || files.iter().any(|f: &FileEntry| f.name == name) {
             return Err(BackupError::Server(format!("unexpected file {name:?}")));
         }
-        files.push(copy_stream(&mut reader, Some(size), &dest.join(&name), &name)?);
+        files.push(copy_stream(
+            &mut reader,
+            Some(size),
+            &dest.join(&name),
+            &name,
+        )?);
     }
     if !files.iter().any(|f| f.name == DATABASE_FILE) {
         return Err(BackupError::Server("no database in the answer".into()));
@@ -459,11 +466,19 @@ pub mod socket {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
                 tracing::error!(error = %e, "backup snapshot failed");
-                return send_reply(&mut stream, &Reply::Error("snapshot failed; see the server log".into())).await;
+                return send_reply(
+                    &mut stream,
+                    &Reply::Error("snapshot failed; see the server log".into()),
+                )
+                .await;
             }
             Err(e) => {
                 tracing::error!(error = %e, "backup snapshot task failed");
-                return send_reply(&mut stream, &Reply::Error("snapshot failed; see the server log".into())).await;
+                return send_reply(
+                    &mut stream,
+                    &Reply::Error("snapshot failed; see the server log".into()),
+                )
+                .await;
             }
         };
         let mut sources = vec![(DATABASE_FILE.to_owned(), temp.0.clone())];
@@ -546,7 +561,10 @@ pub fn restore(src: &Path, data_dir: &Path) -> Result<Restored, BackupError> {
         Err(e) => return Err(io(&manifest_path)(e)),
     };
     let manifest: Manifest = serde_json::from_slice(&text).map_err(|e| {
-        BackupError::Usage(format!("{}: not a ztka backup manifest: {e}", manifest_path.display()))
+        BackupError::Usage(format!(
+            "{}: not a ztka backup manifest: {e}",
+            manifest_path.display()
+        ))
     })?;
     if manifest.format != FORMAT {
         return Err(BackupError::Usage(format!(
@@ -562,7 +580,10 @@ pub fn restore(src: &Path, data_dir: &Path) -> Result<Restored, BackupError> {
         )));
     }
     if !manifest.files.iter().any(|f| f.name == DATABASE_FILE) {
-        return Err(BackupError::Usage(format!("{}: the backup has no database", src.display())));
+        return Err(BackupError::Usage(format!(
+            "{}: the backup has no database",
+            src.display()
+        )));
     }
     for entry in &manifest.files {
         if !allowed_file(&entry.name) {
@@ -572,9 +593,8 @@ pub fn restore(src: &Path, data_dir: &Path) -> Result<Restored, BackupError> {
                 entry.name
             )));
         }
-        let found = describe(&src.join(&entry.name), &entry.name).map_err(|e| {
-            BackupError::Usage(format!("the backup is incomplete: {e}"))
-        })?;
+        let found = describe(&src.join(&entry.name), &entry.name)
+            .map_err(|e| BackupError::Usage(format!("the backup is incomplete: {e}")))?;
         if found != *entry {
             return Err(BackupError::Usage(format!(
                 "{} does not match the backup manifest (damaged or altered backup)",

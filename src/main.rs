@@ -83,7 +83,11 @@ async fn dispatch(command: Command, file: FileConfig) -> ExitCode {
                         "backed up {} to {} ({}): {} users, {} audit events, audit head seq {} hash {}",
                         data_dir.display(),
                         args.dest.display(),
-                        if m.online { "from the running server" } else { "offline" },
+                        if m.online {
+                            "from the running server"
+                        } else {
+                            "offline"
+                        },
                         m.snapshot.users,
                         m.snapshot.audit_events,
                         m.snapshot.audit_head_seq,

@@ -207,14 +207,21 @@ mod tests {
         let store = Store::open(&dir.path().join("data")).unwrap();
         let now = time::OffsetDateTime::now_utc();
         store
-            .write_blocking(|txn| super::super::users::insert(txn, &User::new_local("alice", String::new(), now)))
+            .write_blocking(|txn| {
+                super::super::users::insert(txn, &User::new_local("alice", String::new(), now))
+            })
             .unwrap();
         let dest = dir.path().join("copy.redb");
         let info = snapshot(&store, &dest).unwrap();
         assert_eq!(info.users, 1);
-        assert!(snapshot(&store, &dest).is_err(), "an existing file is never overwritten");
+        assert!(
+            snapshot(&store, &dest).is_err(),
+            "an existing file is never overwritten"
+        );
         store
-            .write_blocking(|txn| super::super::users::insert(txn, &User::new_local("bob", String::new(), now)))
+            .write_blocking(|txn| {
+                super::super::users::insert(txn, &User::new_local("bob", String::new(), now))
+            })
             .unwrap();
 
         let copy_dir = dir.path().join("restored");

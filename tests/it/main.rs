@@ -3,6 +3,8 @@
 
 mod api;
 mod audit;
+mod backup;
 mod fixture;
 mod listener;
+mod packaging;
 mod serve;

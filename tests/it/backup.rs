@@ -1,0 +1,260 @@
+//! `ztka admin backup` / `restore`: a backup taken from a running server restores into a
+//! fresh data directory with the same users, CA and audit chain; bad input exits 2.
+
+use std::path::Path;
+use std::process::Output;
+
+use serde_json::json;
+
+use crate::fixture::{
+    ADMIN_PASSWORD, ApiClient, InProcess, ServerProcess, client_trusting, mode, ztka,
+};
+
+fn run(args: &[&str], paths: &[&Path]) -> Output {
+    let mut cmd = ztka();
+    cmd.env("ZTKA_LOG", "error").args(args);
+    for p in paths {
+        cmd.arg(p);
+    }
+    cmd.output().unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Exit code 2 and exactly one line on stderr that contains `needle`.
+fn assert_usage_error(o: &Output, needle: &str) {
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "stderr: {err}");
+    assert_eq!(
+        err.trim_end().lines().count(),
+        1,
+        "one line expected: {err}"
+    );
+    assert!(err.starts_with("ztka: ") && err.contains(needle), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn backup_of_a_running_server_restores_users_ca_and_audit_chain() {
+    let app = InProcess::start().await;
+    let mut admin = app.admin().await;
+    let (s, b) = admin
+        .post(
+            "/api/v1/users",
+            json!({"name": "carol", "password": "carol-initial-pass"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let data_dir = app.server.state.config.data_dir.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("backup");
+
+    let out = run(&["admin", "backup", "--data-dir"], &[&data_dir, &dest]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout(&out).contains("from the running server"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(mode(&dest), 0o700);
+    assert_eq!(mode(&dest.join("ca.key")), 0o600);
+    assert_eq!(mode(&dest.join("ztka.redb")), 0o600);
+    let mut files: Vec<String> = std::fs::read_dir(&dest)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        [
+            "ca.crt",
+            "ca.key",
+            "server.crt",
+            "server.key",
+            "ztka-backup.json",
+            "ztka.redb"
+        ]
+    );
+    let leftovers = std::fs::read_dir(&data_dir)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with(".backup-")
+        })
+        .count();
+    assert_eq!(leftovers, 0, "the server removes its snapshot file");
+
+    // A change after the backup is not in it.
+    let (s, b) = admin
+        .post(
+            "/api/v1/users",
+            json!({"name": "dave", "password": "dave-initial-pass"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dest.join("ztka-backup.json")).unwrap()).unwrap();
+    assert_eq!(manifest["online"], true);
+    assert_eq!(manifest["snapshot"]["users"], 2);
+    let head_seq = manifest["snapshot"]["audit_head_seq"].as_u64().unwrap();
+    let head_hash = manifest["snapshot"]["audit_head_hash"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // The backup's chain head is the running server's event, which records the backup.
+    let event = app
+        .server
+        .state
+        .store
+        .read(move |txn| ztka::store::audit::get(txn, head_seq))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(event.hash, head_hash);
+    assert_eq!(event.event.action, "backup.create");
+    let mut original = Vec::new();
+    let oldest_first = ztka::domain::audit::AuditQuery {
+        order: ztka::domain::audit::Order::OldestFirst,
+        ..Default::default()
+    };
+    ztka::audit::export_jsonl(&app.server.state.store, &oldest_first, &mut original).unwrap();
+    let original = String::from_utf8(original).unwrap();
+
+    let restored = dir.path().join("restored");
+    let out = run(&["admin", "restore", "--data-dir"], &[&restored, &dest]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout(&out).contains(&format!("OK: {head_seq} events verified")),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(mode(&restored.join("ca.key")), 0o600);
+    assert_eq!(
+        std::fs::read(data_dir.join("ca.crt")).unwrap(),
+        std::fs::read(restored.join("ca.crt")).unwrap()
+    );
+
+    let out = run(&["admin", "user", "list", "--data-dir"], &[&restored]);
+    let users = stdout(&out);
+    assert!(
+        users.contains("admin") && users.contains("carol"),
+        "{users}"
+    );
+    assert!(!users.contains("dave"), "{users}");
+
+    // The same chain, event for event, then the record of the restore.
+    let out = run(&["admin", "audit", "export", "--data-dir"], &[&restored]);
+    let exported = stdout(&out);
+    let restored_lines: Vec<&str> = exported.lines().collect();
+    let original_lines: Vec<&str> = original.lines().collect();
+    assert_eq!(restored_lines.len() as u64, head_seq + 1);
+    assert_eq!(
+        restored_lines[..head_seq as usize],
+        original_lines[..head_seq as usize]
+    );
+    assert!(restored_lines[head_seq as usize].contains("\"backup.restore\""));
+    let out = run(&["admin", "audit", "verify", "--data-dir"], &[&restored]);
+    assert!(out.status.success(), "{}", stdout(&out));
+
+    // The restored server serves the same accounts with the same CA.
+    drop(admin);
+    let server = ServerProcess::start(&restored, &[]);
+    let mut client = ApiClient {
+        http: client_trusting(&[data_dir.join("ca.crt")], None),
+        base: format!("https://localhost:{}", server.addr.port()),
+        cookie: None,
+        csrf: None,
+        bearer: None,
+        user_agent: "ztka-tests/1".into(),
+    };
+    let (s, b) = client
+        .post(
+            "/api/v1/auth/login",
+            json!({"username": "admin", "password": ADMIN_PASSWORD}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let (s, _) = client
+        .post(
+            "/api/v1/auth/login",
+            json!({"username": "carol", "password": "carol-initial-pass"}),
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert!(server.stop().success());
+}
+
+#[test]
+fn offline_backup_and_refusals() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let backup = dir.path().join("backup");
+
+    assert_usage_error(
+        &run(&["admin", "backup", "--data-dir"], &[&data, &backup]),
+        "holds no ztka database",
+    );
+    assert!(!backup.exists(), "a failed backup leaves nothing behind");
+
+    let out = run(&["admin", "init", "--data-dir"], &[&data]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !stdout(&out).contains(
+            std::fs::read_to_string(data.join("initial-admin-password"))
+                .unwrap()
+                .trim()
+        ),
+        "init never prints the password"
+    );
+    let out = run(&["admin", "backup", "--data-dir"], &[&data, &backup]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout(&out).contains("(offline)"), "{}", stdout(&out));
+
+    assert_usage_error(
+        &run(&["admin", "backup", "--data-dir"], &[&data, &backup]),
+        "is not empty",
+    );
+    assert_usage_error(
+        &run(&["admin", "restore", "--data-dir"], &[&data, &backup]),
+        "fresh data directory",
+    );
+    assert_usage_error(
+        &run(
+            &["admin", "restore", "--data-dir"],
+            &[&dir.path().join("x"), &data],
+        ),
+        "not a complete ztka backup",
+    );
+
+    // A damaged backup is refused before anything is written.
+    let mut key = std::fs::read(backup.join("ca.key")).unwrap();
+    key[40] ^= 1;
+    std::fs::write(backup.join("ca.key"), key).unwrap();
+    let fresh = dir.path().join("fresh");
+    assert_usage_error(
+        &run(&["admin", "restore", "--data-dir"], &[&fresh, &backup]),
+        "does not match the backup manifest",
+    );
+    assert!(!fresh.join("ztka.redb").exists());
+}

@@ -540,6 +540,20 @@ pub mod socket {
     }
 }
 
+/// Root restoring into the service user's data directory (`/var/lib/ztka`, owned by `ztka`)
+/// must not leave files the server cannot open: they get the directory's owner.
+fn give_to_dir_owner(data_dir: &Path, files: &[PathBuf]) -> Result<(), BackupError> {
+    use std::os::unix::fs::MetadataExt;
+    let dir = std::fs::metadata(data_dir).map_err(io(data_dir))?;
+    for file in files {
+        let meta = std::fs::metadata(file).map_err(io(file))?;
+        if (meta.uid(), meta.gid()) != (dir.uid(), dir.gid()) {
+            std::os::unix::fs::chown(file, Some(dir.uid()), Some(dir.gid())).map_err(io(file))?;
+        }
+    }
+    Ok(())
+}
+
 /// The outcome of a restore.
 #[derive(Debug)]
 pub struct Restored {
@@ -626,6 +640,7 @@ pub fn restore(src: &Path, data_dir: &Path) -> Result<Restored, BackupError> {
         }
         sync_dir(data_dir)
     })();
+    let result = result.and_then(|()| give_to_dir_owner(data_dir, &written));
     if let Err(e) = result {
         for path in written {
             let _ = std::fs::remove_file(path);

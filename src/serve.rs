@@ -267,14 +267,24 @@ pub async fn run(config: ServeConfig) -> Result<(), ServeError> {
     let external = config.external_url.url.clone();
     let server = Server::start(config, shutdown).await?;
     if let Some(pw) = &server.generated_admin_password {
-        println!(
-            "ztka: created user \"admin\" with password: {}",
-            pw.expose()
-        );
-        println!(
-            "ztka: the password is also in {} and must be changed at first sign-in",
-            data_dir.join(INITIAL_ADMIN_PASSWORD_FILE).display()
-        );
+        let file = data_dir.join(INITIAL_ADMIN_PASSWORD_FILE);
+        // Under systemd, stdout is the journal, which keeps what it is given and is often
+        // readable by more than root: there the password stays in its 0600 file only.
+        if std::env::var_os("JOURNAL_STREAM").is_some() {
+            println!(
+                "ztka: created user \"admin\"; its password is in {} and must be changed at first sign-in",
+                file.display()
+            );
+        } else {
+            println!(
+                "ztka: created user \"admin\" with password: {}",
+                pw.expose()
+            );
+            println!(
+                "ztka: the password is also in {} and must be changed at first sign-in",
+                file.display()
+            );
+        }
     }
     println!("ztka: listening on https://{}", server.addr);
     println!(

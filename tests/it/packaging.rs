@@ -258,3 +258,17 @@ fn packaged_config_is_valid_and_documents_every_setting() {
         assert!(above.starts_with('#'), "{key} has no comment above it");
     }
 }
+
+#[test]
+fn under_systemd_the_admin_password_stays_out_of_the_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    // systemd sets JOURNAL_STREAM when stdout goes to the journal.
+    let server = crate::fixture::ServerProcess::start_with(dir.path(), &[], |cmd| {
+        cmd.env("JOURNAL_STREAM", "8:12345");
+    });
+    let password = std::fs::read_to_string(dir.path().join("initial-admin-password")).unwrap();
+    let printed = server.stdout.join("\n");
+    assert!(!printed.contains(password.trim()), "{printed}");
+    assert!(printed.contains("initial-admin-password"), "{printed}");
+    assert!(server.stop().success());
+}

@@ -148,35 +148,31 @@ pub fn snapshot(store: &Store, dest: &Path) -> Result<SnapshotInfo> {
     for table in TABLES {
         rows += table.copy_into(&txn, &db)?;
     }
-    let tip = super::audit::chain_tip(&txn)?;
-    let info = SnapshotInfo {
-        schema_version: super::migrate::version_in(&txn)?,
-        users: super::users::count(&txn)?,
-        audit_events: super::audit::count(&txn)?,
+    let info = summary(&txn, rows)?;
+    drop(db);
+    Ok(info)
+}
+
+fn summary(txn: &ReadTransaction, rows: u64) -> Result<SnapshotInfo> {
+    let tip = super::audit::chain_tip(txn)?;
+    Ok(SnapshotInfo {
+        schema_version: super::migrate::version_in(txn)?,
+        users: super::users::count(txn)?,
+        audit_events: super::audit::count(txn)?,
         audit_head_seq: tip.seq,
         audit_head_hash: tip.hash,
         rows,
-    };
-    drop(db);
-    Ok(info)
+    })
 }
 
 /// Reads the same summary from a store (e.g. after a restore), for comparison.
 pub fn info(store: &Store) -> Result<SnapshotInfo> {
     store.read_blocking(|txn| {
-        let tip = super::audit::chain_tip(txn)?;
         let mut rows = 0;
         for table in TABLES {
             rows += table.rows(txn)?;
         }
-        Ok(SnapshotInfo {
-            schema_version: super::migrate::version_in(txn)?,
-            users: super::users::count(txn)?,
-            audit_events: super::audit::count(txn)?,
-            audit_head_seq: tip.seq,
-            audit_head_hash: tip.hash,
-            rows,
-        })
+        summary(txn, rows)
     })
 }
 

@@ -19,6 +19,17 @@ fn run(args: &[&str], paths: &[&Path]) -> Output {
     cmd.output().unwrap()
 }
 
+/// Runs and requires success; returns stdout.
+fn run_ok(args: &[&str], paths: &[&Path]) -> String {
+    let out = run(args, paths);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout(&out)
+}
+
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
@@ -50,17 +61,8 @@ async fn backup_of_a_running_server_restores_users_ca_and_audit_chain() {
     let dir = tempfile::tempdir().unwrap();
     let dest = dir.path().join("backup");
 
-    let out = run(&["admin", "backup", "--data-dir"], &[&data_dir, &dest]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        stdout(&out).contains("from the running server"),
-        "{}",
-        stdout(&out)
-    );
+    let printed = run_ok(&["admin", "backup", "--data-dir"], &[&data_dir, &dest]);
+    assert!(printed.contains("from the running server"), "{}", printed);
     assert_eq!(mode(&dest), 0o700);
     assert_eq!(mode(&dest.join("ca.key")), 0o600);
     assert_eq!(mode(&dest.join("ztka.redb")), 0o600);
@@ -130,16 +132,11 @@ async fn backup_of_a_running_server_restores_users_ca_and_audit_chain() {
     let original = String::from_utf8(original).unwrap();
 
     let restored = dir.path().join("restored");
-    let out = run(&["admin", "restore", "--data-dir"], &[&restored, &dest]);
+    let printed = run_ok(&["admin", "restore", "--data-dir"], &[&restored, &dest]);
     assert!(
-        out.status.success(),
+        printed.contains(&format!("OK: {head_seq} events verified")),
         "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        stdout(&out).contains(&format!("OK: {head_seq} events verified")),
-        "{}",
-        stdout(&out)
+        printed
     );
     assert_eq!(mode(&restored.join("ca.key")), 0o600);
     assert_eq!(
@@ -147,8 +144,7 @@ async fn backup_of_a_running_server_restores_users_ca_and_audit_chain() {
         std::fs::read(restored.join("ca.crt")).unwrap()
     );
 
-    let out = run(&["admin", "user", "list", "--data-dir"], &[&restored]);
-    let users = stdout(&out);
+    let users = run_ok(&["admin", "user", "list", "--data-dir"], &[&restored]);
     assert!(
         users.contains("admin") && users.contains("carol"),
         "{users}"
@@ -156,8 +152,7 @@ async fn backup_of_a_running_server_restores_users_ca_and_audit_chain() {
     assert!(!users.contains("dave"), "{users}");
 
     // The same chain, event for event, then the record of the restore.
-    let out = run(&["admin", "audit", "export", "--data-dir"], &[&restored]);
-    let exported = stdout(&out);
+    let exported = run_ok(&["admin", "audit", "export", "--data-dir"], &[&restored]);
     let restored_lines: Vec<&str> = exported.lines().collect();
     let original_lines: Vec<&str> = original.lines().collect();
     assert_eq!(restored_lines.len() as u64, head_seq + 1);
@@ -166,8 +161,7 @@ async fn backup_of_a_running_server_restores_users_ca_and_audit_chain() {
         original_lines[..head_seq as usize]
     );
     assert!(restored_lines[head_seq as usize].contains("\"backup.restore\""));
-    let out = run(&["admin", "audit", "verify", "--data-dir"], &[&restored]);
-    assert!(out.status.success(), "{}", stdout(&out));
+    run_ok(&["admin", "audit", "verify", "--data-dir"], &[&restored]);
 
     // The restored server serves the same accounts with the same CA.
     drop(admin);
@@ -209,27 +203,17 @@ fn offline_backup_and_refusals() {
     );
     assert!(!backup.exists(), "a failed backup leaves nothing behind");
 
-    let out = run(&["admin", "init", "--data-dir"], &[&data]);
+    let printed = run_ok(&["admin", "init", "--data-dir"], &[&data]);
     assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        !stdout(&out).contains(
+        !printed.contains(
             std::fs::read_to_string(data.join("initial-admin-password"))
                 .unwrap()
                 .trim()
         ),
         "init never prints the password"
     );
-    let out = run(&["admin", "backup", "--data-dir"], &[&data, &backup]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(stdout(&out).contains("(offline)"), "{}", stdout(&out));
+    let printed = run_ok(&["admin", "backup", "--data-dir"], &[&data, &backup]);
+    assert!(printed.contains("(offline)"), "{printed}");
 
     assert_usage_error(
         &run(&["admin", "backup", "--data-dir"], &[&data, &backup]),

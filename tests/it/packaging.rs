@@ -78,19 +78,24 @@ impl Droplet {
     }
 
     fn config_check(&self) -> String {
-        let out = Command::new(BIN)
-            .arg("--config")
-            .arg(self.path("etc/ztka/ztka.toml"))
-            .args(["config", "check"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
+        config_check(&self.path("etc/ztka/ztka.toml"))
     }
+}
+
+/// `ztka --config FILE config check`, which must pass; returns what it prints.
+fn config_check(file: &Path) -> String {
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(file)
+        .args(["config", "check"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
 }
 
 fn assert_ok(out: &Output) {
@@ -220,18 +225,7 @@ fn first_boot_refuses_bad_metadata_and_changes_nothing() {
 
 #[test]
 fn packaged_config_is_valid_and_documents_every_setting() {
-    let out = Command::new(BIN)
-        .arg("--config")
-        .arg(repo("systemd/ztka.toml"))
-        .args(["config", "check"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let shown = String::from_utf8(out.stdout).unwrap();
+    let shown = config_check(&repo("systemd/ztka.toml"));
     assert!(shown.contains("listen = \"0.0.0.0:443\""), "{shown}");
     assert!(shown.contains("data_dir = \"/var/lib/ztka\""), "{shown}");
     let text = std::fs::read_to_string(repo("systemd/ztka.toml")).unwrap();

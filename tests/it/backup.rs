@@ -61,7 +61,40 @@ async fn backup_of_a_running_server_restores_users_ca_and_audit_chain() {
     let dir = tempfile::tempdir().unwrap();
     let dest = dir.path().join("backup");
 
-    let printed = run_ok(&["admin", "backup", "--data-dir"], &[&data_dir, &dest]);
+    // Writers keep committing while the backup runs: the copy must still be one state.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let (audit, stop) = (app.server.state.audit.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut n = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let event = ztka::domain::audit::NewEvent::system(
+                        "test.load",
+                        ztka::domain::audit::Target::of("load", &format!("{w}-{n}")),
+                    );
+                    audit
+                        .append(event, ztka::domain::audit::Durability::Durable)
+                        .await
+                        .unwrap();
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    let args = (data_dir.clone(), dest.clone());
+    let printed = tokio::task::spawn_blocking(move || {
+        run_ok(&["admin", "backup", "--data-dir"], &[&args.0, &args.1])
+    })
+    .await
+    .unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut appended = 0;
+    for w in writers {
+        appended += w.await.unwrap();
+    }
+    assert!(appended > 0, "the writers ran");
     assert!(printed.contains("from the running server"), "{}", printed);
     assert_eq!(mode(&dest), 0o700);
     assert_eq!(mode(&dest.join("ca.key")), 0o600);
@@ -122,7 +155,6 @@ async fn backup_of_a_running_server_restores_users_ca_and_audit_chain() {
         .unwrap()
         .unwrap();
     assert_eq!(event.hash, head_hash);
-    assert_eq!(event.event.action, "backup.create");
     let mut original = Vec::new();
     let oldest_first = ztka::domain::audit::AuditQuery {
         order: ztka::domain::audit::Order::OldestFirst,
@@ -161,6 +193,12 @@ async fn backup_of_a_running_server_restores_users_ca_and_audit_chain() {
         original_lines[..head_seq as usize]
     );
     assert!(restored_lines[head_seq as usize].contains("\"backup.restore\""));
+    assert!(
+        restored_lines[..head_seq as usize]
+            .iter()
+            .any(|l| l.contains("\"backup.create\"")),
+        "the backup records itself"
+    );
     run_ok(&["admin", "audit", "verify", "--data-dir"], &[&restored]);
 
     // The restored server serves the same accounts with the same CA.

@@ -42,8 +42,8 @@ pub enum LogFormat {
 pub enum Command {
     /// Run the control plane: console, REST API, kubectl relay and agent tunnel endpoint.
     Serve(ServeArgs),
-    /// Run the in-cluster agent that dials out to the server.
-    Agent,
+    /// Run the agent that connects a cluster to the server (usually inside the cluster).
+    Agent(AgentArgs),
     /// Operations on a data directory (the server must be stopped, except for backup).
     #[command(subcommand)]
     Admin(AdminCommand),
@@ -93,6 +93,47 @@ pub struct ServeArgs {
     /// Seconds to let open requests finish after SIGINT/SIGTERM.
     #[arg(long, env = "ZTKA_SHUTDOWN_GRACE", value_name = "SECONDS")]
     pub shutdown_grace: Option<u64>,
+
+    /// Container image that cluster install manifests run as the agent.
+    #[arg(long, env = "ZTKA_AGENT_IMAGE", value_name = "IMAGE")]
+    pub agent_image: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Args)]
+pub struct AgentArgs {
+    /// URL of the ztka server, e.g. https://ztka.example.com.
+    #[arg(long, env = "ZTKA_SERVER", value_name = "URL")]
+    pub server: String,
+
+    /// PEM file of the CA that signs the server's certificate (default: public web roots).
+    #[arg(long, env = "ZTKA_SERVER_CA", value_name = "FILE")]
+    pub server_ca: Option<PathBuf>,
+
+    /// Bootstrap token for the first registration (prefer --token-file).
+    #[arg(long, env = "ZTKA_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+
+    /// File holding the bootstrap token.
+    #[arg(
+        long,
+        env = "ZTKA_TOKEN_FILE",
+        value_name = "FILE",
+        conflicts_with = "token"
+    )]
+    pub token_file: Option<PathBuf>,
+
+    /// Directory for the agent's key and certificate (0600 file). Inside a cluster the
+    /// default is the `ztka-agent-identity` Secret.
+    #[arg(long, env = "ZTKA_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// kubeconfig of the cluster to serve (default: in-cluster configuration, then KUBECONFIG).
+    #[arg(long, env = "ZTKA_KUBECONFIG", value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// Address for plain-HTTP /healthz and /readyz probes (off by default).
+    #[arg(long, env = "ZTKA_HEALTH_LISTEN", value_name = "ADDR")]
+    pub health_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -69,11 +69,11 @@ impl HttpsClient {
             .map_err(|_| ClientError::Timeout)?
     }
 
-    async fn send_inner(
+    /// Opens a TLS connection to the host of `uri` (HTTP/1.1 by ALPN).
+    pub async fn connect(
         &self,
-        mut req: hyper::Request<Full<Bytes>>,
-    ) -> Result<hyper::Response<Bytes>, ClientError> {
-        let uri = req.uri().clone();
+        uri: &hyper::Uri,
+    ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, ClientError> {
         let host = uri
             .host()
             .ok_or_else(|| ClientError::Url(uri.to_string()))?
@@ -97,28 +97,43 @@ impl HttpsClient {
             })?;
         let name =
             ServerName::try_from(host.clone()).map_err(|_| ClientError::Url(uri.to_string()))?;
-        let tls = TlsConnector::from(self.tls.clone())
+        TlsConnector::from(self.tls.clone())
             .connect(name, tcp)
             .await
-            .map_err(ClientError::Tls)?;
+            .map_err(ClientError::Tls)
+    }
+
+    async fn send_inner(
+        &self,
+        mut req: hyper::Request<Full<Bytes>>,
+    ) -> Result<hyper::Response<Bytes>, ClientError> {
+        let uri = req.uri().clone();
+        let tls = self.connect(&uri).await?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
         tokio::spawn(conn);
-        let authority = uri
-            .authority()
-            .map(|a| a.to_string())
-            .unwrap_or_else(|| host.clone());
-        let path = uri
-            .path_and_query()
-            .map(|p| p.to_string())
-            .unwrap_or_else(|| "/".to_owned());
-        *req.uri_mut() = path.parse().map_err(hyper::http::Error::from)?;
-        req.headers_mut().insert(
-            hyper::header::HOST,
-            authority.parse().map_err(hyper::http::Error::from)?,
-        );
+        set_origin_form(&mut req)?;
         let res = sender.send_request(req).await?;
         let (parts, body) = res.into_parts();
         let bytes = body.collect().await?.to_bytes();
         Ok(hyper::Response::from_parts(parts, bytes))
     }
+}
+
+/// Turns an absolute-URI request into origin form with a `Host` header, as HTTP/1.1 sends it.
+pub fn set_origin_form<B>(req: &mut hyper::Request<B>) -> Result<(), ClientError> {
+    let uri = req.uri().clone();
+    let authority = uri
+        .authority()
+        .map(|a| a.to_string())
+        .ok_or_else(|| ClientError::Url(uri.to_string()))?;
+    let path = uri
+        .path_and_query()
+        .map(|p| p.to_string())
+        .unwrap_or_else(|| "/".to_owned());
+    *req.uri_mut() = path.parse().map_err(hyper::http::Error::from)?;
+    req.headers_mut().insert(
+        hyper::header::HOST,
+        authority.parse().map_err(hyper::http::Error::from)?,
+    );
+    Ok(())
 }

@@ -65,6 +65,79 @@ pub struct FileConfig {
     pub log: FileLog,
     #[serde(default)]
     pub audit: FileAudit,
+    #[serde(default)]
+    pub agents: FileAgents,
+}
+
+/// `[agents]`: what cluster imports hand out.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileAgents {
+    /// Container image the install manifest runs (default: this release's own image).
+    pub image: Option<String>,
+    /// Hours a bootstrap token stays usable (default 24).
+    pub bootstrap_token_ttl_hours: Option<u64>,
+    /// Days an agent certificate is valid; agents renew it when a third is left (default 30).
+    pub certificate_validity_days: Option<u64>,
+}
+
+/// The agent image of this release.
+pub fn default_agent_image() -> String {
+    format!("ghcr.io/ztka-dev/ztka:{}", env!("CARGO_PKG_VERSION"))
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentOptions {
+    pub image: String,
+    pub bootstrap_token_ttl: Duration,
+    pub certificate_validity: Duration,
+}
+
+impl Default for AgentOptions {
+    fn default() -> Self {
+        // The defaults always validate.
+        FileAgents::default()
+            .options(None)
+            .unwrap_or_else(|_| AgentOptions {
+                image: default_agent_image(),
+                bootstrap_token_ttl: Duration::from_secs(24 * 3600),
+                certificate_validity: Duration::from_secs(30 * 86_400),
+            })
+    }
+}
+
+impl FileAgents {
+    fn options(&self, image_flag: Option<&str>) -> Result<AgentOptions, ConfigError> {
+        let image = image_flag
+            .map(str::to_owned)
+            .or_else(|| self.image.clone())
+            .unwrap_or_else(default_agent_image);
+        if image.trim().is_empty() || image.chars().any(char::is_whitespace) {
+            return Err(ConfigError::Invalid {
+                key: "agents.image",
+                message: format!("{image:?} is not a container image reference"),
+            });
+        }
+        let hours = self.bootstrap_token_ttl_hours.unwrap_or(24);
+        let days = self.certificate_validity_days.unwrap_or(30);
+        if hours == 0 || hours > 24 * 30 {
+            return Err(ConfigError::Invalid {
+                key: "agents.bootstrap_token_ttl_hours",
+                message: format!("{hours} is not between 1 and 720"),
+            });
+        }
+        if days == 0 || days > 365 {
+            return Err(ConfigError::Invalid {
+                key: "agents.certificate_validity_days",
+                message: format!("{days} is not between 1 and 365"),
+            });
+        }
+        Ok(AgentOptions {
+            image,
+            bootstrap_token_ttl: Duration::from_secs(hours * 3600),
+            certificate_validity: Duration::from_secs(days * 86_400),
+        })
+    }
 }
 
 /// `[audit]`: retention. Events beyond either limit are removed oldest first by a periodic
@@ -207,6 +280,7 @@ pub struct ServeConfig {
     pub shutdown_grace: Duration,
     pub handshake_timeout: Duration,
     pub audit: AuditOptions,
+    pub agents: AgentOptions,
 }
 
 impl ServeConfig {
@@ -270,6 +344,7 @@ impl ServeConfig {
                 file.server.handshake_timeout_secs.unwrap_or(10).max(1),
             ),
             audit: file.audit.options(),
+            agents: file.agents.options(args.agent_image.as_deref())?,
         })
     }
 }

@@ -1,6 +1,7 @@
 //! ztka: zero-trust access to Kubernetes clusters for small teams.
 
 pub mod admin;
+pub mod agent;
 pub mod api;
 pub mod audit;
 pub mod authn;
@@ -12,13 +13,16 @@ pub mod config;
 pub mod domain;
 pub mod healthcheck;
 pub mod listener;
+pub mod manifest;
 pub mod pki;
+pub mod relay;
 pub mod sdnotify;
 pub mod serve;
 pub mod shutdown;
 pub mod state;
 pub mod store;
 pub mod telemetry;
+pub mod tunnel;
 pub mod web;
 
 /// Installs aws-lc-rs as the process's rustls provider. Idempotent.

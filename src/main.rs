@@ -29,6 +29,22 @@ fn main() -> ExitCode {
     runtime.block_on(dispatch(cli.command, file))
 }
 
+async fn agent(args: &ztka::cli::AgentArgs) -> ExitCode {
+    let config = match ztka::agent::AgentConfig::resolve(args) {
+        Ok(c) => c,
+        Err(e) => return usage(e),
+    };
+    let shutdown = ztka::shutdown::Shutdown::new();
+    if let Err(e) = shutdown.listen_for_signals() {
+        return failure(format!("cannot install signal handlers: {e}"));
+    }
+    match ztka::agent::run(config, shutdown.token()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.is_usage() => usage(e),
+        Err(e) => failure(e),
+    }
+}
+
 async fn dispatch(command: Command, file: FileConfig) -> ExitCode {
     match command {
         Command::Serve(args) => {
@@ -42,7 +58,7 @@ async fn dispatch(command: Command, file: FileConfig) -> ExitCode {
                 Err(e) => failure(e),
             }
         }
-        Command::Agent => usage("the agent is not yet available in this version"),
+        Command::Agent(args) => agent(&args).await,
         Command::Admin(AdminCommand::ResetPassword(args)) => {
             let data_dir = ztka::config::resolve_data_dir(&file, args.data.data_dir.as_ref());
             match ztka::admin::reset_password(&data_dir, &args.user, args.password_file.as_deref())

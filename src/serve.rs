@@ -103,6 +103,8 @@ impl Server {
             authz: Arc::new(authz),
             throttle: Arc::new(crate::authn::throttle::Throttle::new(Default::default())),
             settings: Arc::new(std::sync::RwLock::new(settings)),
+            tunnels: Arc::new(crate::tunnel::Tunnels::default()),
+            streams: Arc::default(),
             store,
             audit,
             pki: Arc::new(pki),

@@ -10,6 +10,7 @@ use crate::domain::org::Settings;
 use crate::pki::Pki;
 use crate::shutdown::Shutdown;
 use crate::store::Store;
+use crate::tunnel::Tunnels;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -22,6 +23,10 @@ pub struct AppState {
     pub throttle: Arc<Throttle>,
     /// Cached copy of the settings record; writers update both.
     pub settings: Arc<std::sync::RwLock<Settings>>,
+    /// Live agent tunnels by cluster.
+    pub tunnels: Arc<Tunnels>,
+    /// Open relay streams, so revocation can end them.
+    pub streams: Arc<crate::relay::streams::Streams>,
 }
 
 impl AppState {

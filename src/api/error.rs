@@ -115,6 +115,7 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::NotFound => ApiError::not_found("not found"),
             StoreError::Conflict(what) => ApiError::conflict(format!("{what} already exists")),
+            StoreError::InUse(why) => ApiError::conflict(why),
             other => ApiError::internal(other),
         }
     }

@@ -48,8 +48,16 @@ impl DoomedGrants {
         Ok(())
     }
 
-    /// Mirrors the committed deletion into the authorizer.
+    /// Mirrors the committed deletion into the authorizer, then lets the relay and the
+    /// agents catch up with the users who lost access.
     pub async fn forget(&self, state: &AppState) -> Result<(), ApiError> {
+        let mut affected: Vec<uuid::Uuid> = self
+            .grants
+            .iter()
+            .flat_map(|(g, _)| state.authz.users_of(&g.subject))
+            .collect();
+        affected.sort();
+        affected.dedup();
         for (g, _) in &self.grants {
             state
                 .authz
@@ -57,6 +65,7 @@ impl DoomedGrants {
                 .await
                 .map_err(ApiError::internal)?;
         }
+        crate::relay::access_changed(state, affected).await;
         Ok(())
     }
 }

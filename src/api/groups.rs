@@ -211,6 +211,9 @@ async fn change_membership(
     })
     .await?;
     state.authz.set_membership(uid, gid, add);
+    if !add {
+        crate::relay::access_changed(state, vec![uid]).await;
+    }
     Ok(())
 }
 

@@ -1,12 +1,15 @@
 //! The HTTP surface: probes, the REST API under `/api/v1`, and the console fallback.
 
 pub mod access;
+pub mod agents;
 pub mod audit;
 pub mod auth;
+pub mod clusters;
 pub mod error;
 pub mod extract;
 pub mod grants;
 pub mod groups;
+pub mod kubeconfig;
 pub mod openapi;
 pub mod projects;
 pub mod settings;
@@ -53,6 +56,14 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .nest("/api/v1", api)
+        .route("/k8s/{cluster}", axum::routing::any(crate::relay::handle))
+        .route("/k8s/{cluster}/{*rest}", axum::routing::any(crate::relay::handle))
+        .nest(
+            "/agent/v1",
+            agents::routes()
+                .fallback(api_not_found)
+                .layer(axum::extract::DefaultBodyLimit::max(64 * 1024)),
+        )
         .fallback(crate::web::serve)
         .layer(middleware::from_fn(security_headers))
         .layer(middleware::from_fn(request_id_scope))

@@ -5,7 +5,7 @@ use axum::extract::State;
 use axum::routing::{MethodRouter, delete, get, patch, post};
 use serde_json::{Value, json};
 
-use super::{audit, auth, grants, groups, projects, settings, tokens, users};
+use super::{audit, auth, clusters, grants, groups, kubeconfig, projects, settings, tokens, users};
 use crate::state::AppState;
 
 pub struct Route {
@@ -237,6 +237,75 @@ pub fn routes() -> Vec<(Route, MethodRouter<AppState>)> {
             delete(projects::delete),
         ),
         (
+            r(
+                "get",
+                "/projects/{name}/clusters",
+                "clusters",
+                "List a project's clusters",
+            )
+            .paged(),
+            get(clusters::list),
+        ),
+        (
+            r(
+                "post",
+                "/projects/{name}/clusters",
+                "clusters",
+                "Create (import) a cluster",
+            )
+            .body("CreateCluster")
+            .status(201),
+            post(clusters::create),
+        ),
+        (
+            r(
+                "get",
+                "/projects/{name}/clusters/{cluster}",
+                "clusters",
+                "Get a cluster and its agent's status",
+            ),
+            get(clusters::get),
+        ),
+        (
+            r(
+                "patch",
+                "/projects/{name}/clusters/{cluster}",
+                "clusters",
+                "Update a cluster",
+            )
+            .body("UpdateCluster"),
+            patch(clusters::update),
+        ),
+        (
+            r(
+                "delete",
+                "/projects/{name}/clusters/{cluster}",
+                "clusters",
+                "Delete a cluster; its agent is refused from then on",
+            )
+            .status(204),
+            delete(clusters::delete),
+        ),
+        (
+            r(
+                "post",
+                "/projects/{name}/clusters/{cluster}/bootstrap",
+                "clusters",
+                "New single-use bootstrap token and install manifest",
+            )
+            .status(201),
+            post(clusters::bootstrap),
+        ),
+        (
+            r(
+                "get",
+                "/kubeconfig",
+                "kubeconfig",
+                "The caller's kubeconfig (YAML) with a fresh client certificate",
+            ),
+            get(kubeconfig::download),
+        ),
+        (
             r("get", "/roles", "access", "The built-in roles"),
             get(grants::roles),
         ),
@@ -389,6 +458,10 @@ pub fn schemas() -> serde_json::Map<String, Value> {
                 ("display_name", string()),
                 ("email", string()),
                 ("disabled", json!({"type": "boolean"})),
+                (
+                    "kubeconfig_validity_secs",
+                    json!({"type": "integer", "minimum": 0}),
+                ),
             ],
         ),
     );
@@ -416,6 +489,14 @@ pub fn schemas() -> serde_json::Map<String, Value> {
         ),
     );
     add("UpdateProject", object(&[], &[("description", string())]));
+    add(
+        "CreateCluster",
+        object(
+            &["name"],
+            &[("name", name.clone()), ("description", string())],
+        ),
+    );
+    add("UpdateCluster", object(&[], &[("description", string())]));
     let roles: Vec<&str> = crate::domain::org::Role::ALL
         .iter()
         .map(|r| r.name())

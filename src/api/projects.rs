@@ -12,9 +12,10 @@ use super::{ApiError, access, check_description, commit, find_named, validate_na
 use crate::authn::caller::Caller;
 use crate::authz::{Act, Obj};
 use crate::domain::audit::Target;
+use crate::domain::cluster::Cluster;
 use crate::domain::org::Project;
 use crate::state::AppState;
-use crate::store::named;
+use crate::store::{StoreError, named};
 
 pub async fn list(
     State(state): State<AppState>,
@@ -142,6 +143,18 @@ pub async fn delete(
     let doomed = project.clone();
     let to_delete = doomed_grants.clone();
     commit(&state, &permit, event, move |txn| {
+        let clusters: Vec<String> = named::write::every::<Cluster>(txn)?
+            .into_iter()
+            .filter(|c| c.project_id == doomed.id)
+            .map(|c| c.name)
+            .collect();
+        if !clusters.is_empty() {
+            return Err(StoreError::InUse(format!(
+                "project {} still has clusters ({}); delete them first",
+                doomed.name,
+                clusters.join(", ")
+            )));
+        }
         named::delete(txn, &doomed)?;
         to_delete.delete_in(txn)?;
         Ok(())

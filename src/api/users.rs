@@ -135,6 +135,8 @@ pub struct UpdateUser {
     pub display_name: Option<String>,
     pub email: Option<String>,
     pub disabled: Option<bool>,
+    /// Seconds a kubeconfig of this user stays valid; 0 returns to the organization's setting.
+    pub kubeconfig_validity_secs: Option<u64>,
 }
 
 pub async fn update(
@@ -163,6 +165,22 @@ pub async fn update(
     if let Some(d) = req.disabled {
         user.disabled = d;
     }
+    match req.kubeconfig_validity_secs {
+        Some(0) => user.kubeconfig_validity_secs = None,
+        Some(s) if (300..=crate::api::kubeconfig::MAX_VALIDITY_SECS).contains(&s) => {
+            user.kubeconfig_validity_secs = Some(s)
+        }
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "kubeconfig_validity_secs",
+                format!(
+                    "must be 0 or between 300 and {}",
+                    crate::api::kubeconfig::MAX_VALIDITY_SECS
+                ),
+            ));
+        }
+        None => {}
+    }
     user.updated_at = OffsetDateTime::now_utc();
     let event = caller.event(action, Target::user(&user.name));
     let stored = user.clone();
@@ -170,6 +188,9 @@ pub async fn update(
         store::users::update(txn, &stored)
     })
     .await?;
+    if action == "user.disable" {
+        crate::relay::credentials_revoked(&state, user.id).await;
+    }
     Ok(axum::Json(UserView::from(&user)))
 }
 
@@ -202,6 +223,7 @@ pub async fn delete(
     .await?;
     doomed_grants.forget(&state).await?;
     state.authz.forget_user(user.id);
+    crate::relay::credentials_revoked(&state, user.id).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -275,9 +297,11 @@ pub async fn revoke_kubeconfig(
     user.credentials_revoked_at = Some(now);
     user.updated_at = now;
     let event = caller.event("kubeconfig.revoke", Target::user(&user.name));
+    let id = user.id;
     commit(&state, &permit, event, move |txn| {
         store::users::update(txn, &user)
     })
     .await?;
+    crate::relay::credentials_revoked(&state, id).await;
     Ok(StatusCode::NO_CONTENT)
 }

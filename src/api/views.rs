@@ -4,8 +4,10 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::domain::cluster::Cluster;
 use crate::domain::org::{ApiToken, Grant, Group, Project, Role, Subject};
 use crate::domain::user::{User, UserKind};
+use crate::tunnel::TunnelStatus;
 
 #[derive(Debug, Serialize)]
 pub struct UserView {
@@ -16,6 +18,7 @@ pub struct UserView {
     pub email: String,
     pub disabled: bool,
     pub must_change_password: bool,
+    pub kubeconfig_validity_secs: Option<u64>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
@@ -32,6 +35,7 @@ impl From<&User> for UserView {
             email: u.email.clone(),
             disabled: u.disabled,
             must_change_password: u.must_change_password,
+            kubeconfig_validity_secs: u.kubeconfig_validity_secs,
             created_at: u.created_at,
             updated_at: u.updated_at,
         }
@@ -156,6 +160,71 @@ impl From<&ApiToken> for TokenView {
             created_at: t.created_at,
             expires_at: t.expires_at,
             last_used_at: t.last_used_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct ClusterView {
+    pub id: Uuid,
+    pub name: String,
+    pub project: String,
+    pub description: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    pub status: ClusterStatusView,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClusterState {
+    /// No agent has registered yet.
+    Pending,
+    Online,
+    Offline,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ClusterStatusView {
+    pub state: ClusterState,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub registered_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub connected_since: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_heartbeat: Option<OffsetDateTime>,
+    /// When the agent was last connected (the last heartbeat while online).
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_seen: Option<OffsetDateTime>,
+    pub agent_version: Option<String>,
+    pub kubernetes_version: Option<String>,
+}
+
+impl ClusterView {
+    pub fn new(c: &Cluster, project: &str, live: Option<TunnelStatus>) -> Self {
+        let state = match (&live, c.registered_at) {
+            (Some(_), _) => ClusterState::Online,
+            (None, None) => ClusterState::Pending,
+            (None, Some(_)) => ClusterState::Offline,
+        };
+        let live = live.unwrap_or_default();
+        Self {
+            id: c.id,
+            name: c.name.clone(),
+            project: project.to_owned(),
+            description: c.description.clone(),
+            created_at: c.created_at,
+            status: ClusterStatusView {
+                state,
+                registered_at: c.registered_at,
+                connected_since: live.connected_since,
+                last_heartbeat: live.last_heartbeat,
+                last_seen: live.last_heartbeat.or(c.last_seen),
+                agent_version: live.agent_version.or_else(|| c.agent_version.clone()),
+                kubernetes_version: live
+                    .kubernetes_version
+                    .or_else(|| c.kubernetes_version.clone()),
+            },
         }
     }
 }

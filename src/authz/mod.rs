@@ -374,6 +374,20 @@ impl Authorizer {
         out
     }
 
+    /// The users a grant subject stands for: the user, or the group's members.
+    pub fn users_of(&self, subject: &Subject) -> Vec<Uuid> {
+        match subject {
+            Subject::User(u) => vec![*u],
+            Subject::Group(g) => self
+                .mirror()
+                .memberships
+                .iter()
+                .filter(|(_, groups)| groups.contains(g))
+                .map(|(u, _)| *u)
+                .collect(),
+        }
+    }
+
     pub fn set_membership(&self, user: Uuid, group: Uuid, member: bool) {
         let mut m = self.mirror_mut();
         if member {

@@ -20,6 +20,9 @@ pub enum Outcome {
     Success,
     Denied,
     Error,
+    /// Recorded before the request was carried out (mutating Kubernetes requests); the
+    /// outcome follows in a second event with the same request id.
+    Pending,
 }
 
 impl EventKind {
@@ -37,12 +40,15 @@ impl Outcome {
             Outcome::Success => "success",
             Outcome::Denied => "denied",
             Outcome::Error => "error",
+            Outcome::Pending => "pending",
         }
     }
 
-    /// Classifies an HTTP status: 2xx/3xx success, 401/403 denied, anything else an error.
+    /// Classifies an HTTP status: 2xx/3xx success, 401/403 denied, 0 not yet known, anything
+    /// else an error.
     pub fn from_status(status: u16) -> Self {
         match status {
+            0 => Outcome::Pending,
             200..=399 => Outcome::Success,
             401 | 403 => Outcome::Denied,
             _ => Outcome::Error,

@@ -38,6 +38,9 @@ pub struct User {
     /// Credentials (sessions, client certificates) issued before this instant are void.
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub credentials_revoked_at: Option<OffsetDateTime>,
+    /// Overrides the organization's kubeconfig validity for this user.
+    #[serde(default)]
+    pub kubeconfig_validity_secs: Option<u64>,
 }
 
 impl std::fmt::Debug for User {
@@ -65,6 +68,7 @@ impl User {
             created_at: now,
             updated_at: now,
             credentials_revoked_at: None,
+            kubeconfig_validity_secs: None,
         }
     }
 }

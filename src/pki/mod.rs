@@ -5,6 +5,7 @@
 //! reissued only when the configured host is missing from it or it is about to expire. An
 //! operator may supply their own server certificate instead.
 
+pub mod csr;
 mod files;
 pub mod identity;
 
@@ -111,6 +112,34 @@ impl Pki {
 
     pub fn ca_cert_der(&self) -> &CertificateDer<'static> {
         &self.ca_cert_der
+    }
+
+    /// PEM of the certificates a client should trust for the server: ztka's CA, or with an
+    /// operator-supplied certificate, the last certificate of its chain.
+    pub fn server_trust_pem(&self) -> String {
+        if !self.operator_certificate {
+            return self.ca_cert_pem.clone();
+        }
+        self.server_chain
+            .last()
+            .map(|c| identity::to_pem(c))
+            .unwrap_or_else(|| self.ca_cert_pem.clone())
+    }
+
+    /// Base64 SHA-256 of the server certificate's public key (curl's `--pinnedpubkey`).
+    pub fn server_key_pin(&self) -> String {
+        use base64::Engine as _;
+        use sha2::Digest as _;
+        let spki = self
+            .server_chain
+            .first()
+            .and_then(|der| {
+                x509_parser::parse_x509_certificate(der.as_ref())
+                    .ok()
+                    .map(|(_, c)| c.public_key().raw.to_vec())
+            })
+            .unwrap_or_default();
+        base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(spki))
     }
 
     /// Issues a certificate for `public_key` signed by the CA, e.g. a user's or an agent's

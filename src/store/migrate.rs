@@ -6,7 +6,8 @@ use super::tables::*;
 use super::{Result, Store, StoreError};
 
 /// Migration `i` takes the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[fn(&WriteTransaction) -> Result<()>] = &[v0_create_tables, v1_audit_indexes];
+const MIGRATIONS: &[fn(&WriteTransaction) -> Result<()>] =
+    &[v0_create_tables, v1_audit_indexes, v2_clusters];
 
 pub const SCHEMA_VERSION: u64 = MIGRATIONS.len() as u64;
 
@@ -31,6 +32,14 @@ fn v0_create_tables(txn: &WriteTransaction) -> Result<()> {
 fn v1_audit_indexes(txn: &WriteTransaction) -> Result<()> {
     txn.open_table(AUDIT_INDEX)?;
     super::audit::reindex_all(txn)
+}
+
+/// Clusters and their bootstrap tokens.
+fn v2_clusters(txn: &WriteTransaction) -> Result<()> {
+    txn.open_table(CLUSTERS)?;
+    txn.open_table(CLUSTER_NAMES)?;
+    txn.open_table(BOOTSTRAP_TOKENS)?;
+    Ok(())
 }
 
 pub(super) fn run(store: &Store) -> Result<()> {

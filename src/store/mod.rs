@@ -5,6 +5,7 @@
 pub mod audit;
 pub mod backup;
 pub mod casbin;
+pub mod clusters;
 pub mod grants;
 mod migrate;
 pub mod named;
@@ -48,6 +49,9 @@ pub enum StoreError {
     NotFound,
     #[error("{0} already exists")]
     Conflict(String),
+    /// A record cannot change while others depend on it; the message says which.
+    #[error("{0}")]
+    InUse(String),
     #[error("stored record is corrupt: {0}")]
     Codec(#[from] serde_json::Error),
     #[error("database error: {0}")]

@@ -1,4 +1,4 @@
-//! Records with a unique DNS-1123 name and a stable id: users, groups, projects. One generic
+//! Records with a unique DNS-1123 name and a stable id: users, groups, projects, clusters. One generic
 //! implementation of insert / update / get / delete / list-by-name for all of them.
 
 use redb::{ReadableTable, ReadableTableMetadata, TableDefinition};
@@ -179,4 +179,10 @@ named!(
     "project",
     PROJECTS,
     PROJECT_NAMES
+);
+named!(
+    crate::domain::cluster::Cluster,
+    "cluster",
+    CLUSTERS,
+    CLUSTER_NAMES
 );

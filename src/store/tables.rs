@@ -18,6 +18,12 @@ pub const GROUP_NAMES: TableDefinition<&str, &str> = TableDefinition::new("group
 pub const PROJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("projects");
 pub const PROJECT_NAMES: TableDefinition<&str, &str> = TableDefinition::new("project_names");
 
+/// Clusters by id, with a unique name index (names are the relay's path key).
+pub const CLUSTERS: TableDefinition<&str, &[u8]> = TableDefinition::new("clusters");
+pub const CLUSTER_NAMES: TableDefinition<&str, &str> = TableDefinition::new("cluster_names");
+/// Bootstrap tokens by SHA-256 of the token.
+pub const BOOTSTRAP_TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("bootstrap_tokens");
+
 /// Grants by id (UUIDv7, so key order is creation order).
 pub const GRANTS: TableDefinition<&str, &[u8]> = TableDefinition::new("grants");
 

@@ -1,5 +1,5 @@
 //! `ztka admin backup` / `restore`: a backup taken from a running server restores into a
-//! fresh data directory with the same users, CA and audit chain; bad input exits 2.
+//! fresh data directory with the same users, clusters, CA and audit chain; bad input exits 2.
 
 use std::path::Path;
 use std::process::Output;
@@ -47,7 +47,7 @@ fn assert_usage_error(o: &Output, needle: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn backup_of_a_running_server_restores_users_ca_and_audit_chain() {
+async fn backup_of_a_running_server_restores_users_clusters_ca_and_audit_chain() {
     let app = InProcess::start().await;
     let mut admin = app.admin().await;
     let (s, b) = admin
@@ -55,6 +55,14 @@ async fn backup_of_a_running_server_restores_users_ca_and_audit_chain() {
             "/api/v1/users",
             json!({"name": "carol", "password": "carol-initial-pass"}),
         )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let (s, b) = admin
+        .post("/api/v1/projects", json!({"name": "shop"}))
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let (s, b) = admin
+        .post("/api/v1/projects/shop/clusters", json!({"name": "prod"}))
         .await;
     assert_eq!(s, 201, "{b}");
     let data_dir = app.server.state.config.data_dir.clone();
@@ -218,6 +226,8 @@ async fn backup_of_a_running_server_restores_users_ca_and_audit_chain() {
             json!({"username": "admin", "password": ADMIN_PASSWORD}),
         )
         .await;
+    assert_eq!(s, 200, "{b}");
+    let (s, b) = client.get("/api/v1/projects/shop/clusters/prod").await;
     assert_eq!(s, 200, "{b}");
     let (s, _) = client
         .post(

@@ -38,8 +38,18 @@ impl ServerProcess {
     }
 
     pub fn start_with(data_dir: &Path, extra: &[&str], tweak: impl FnOnce(&mut Command)) -> Self {
+        Self::start_at(data_dir, "127.0.0.1:0", extra, tweak)
+    }
+
+    /// Starts on a given address, e.g. to restart on the port agents already know.
+    pub fn start_at(
+        data_dir: &Path,
+        listen: &str,
+        extra: &[&str],
+        tweak: impl FnOnce(&mut Command),
+    ) -> Self {
         let mut cmd = ztka();
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        cmd.args(["serve", "--listen", listen, "--data-dir"])
             .arg(data_dir)
             .args(extra)
             .stdout(Stdio::piped())
@@ -174,6 +184,7 @@ impl InProcess {
             shutdown_grace: Duration::from_secs(2),
             handshake_timeout: Duration::from_secs(5),
             audit: Default::default(),
+            agents: Default::default(),
         };
         let server = ztka::serve::Server::start(config, ztka::shutdown::Shutdown::new())
             .await
@@ -196,14 +207,10 @@ impl InProcess {
     }
 
     pub fn anonymous(&self) -> ApiClient {
-        ApiClient {
-            http: client_trusting(&[self.server.state.config.data_dir.join("ca.crt")], None),
-            base: self.base(),
-            cookie: None,
-            csrf: None,
-            bearer: None,
-            user_agent: "ztka-tests/1".into(),
-        }
+        ApiClient::new(
+            client_trusting(&[self.server.state.config.data_dir.join("ca.crt")], None),
+            self.base(),
+        )
     }
 
     /// Signs in; returns the client and the login response body.
@@ -221,14 +228,50 @@ impl InProcess {
 
     /// Signs in as admin and replaces the initial password.
     pub async fn admin(&self) -> ApiClient {
-        let (mut c, _) = self.login("admin", &self.admin_password).await;
-        let (s, b) = c
+        let (c, _) = self.login("admin", &self.admin_password).await;
+        replace_initial_password(c, &self.admin_password).await
+    }
+}
+
+async fn replace_initial_password(mut c: ApiClient, initial: &str) -> ApiClient {
+    let (s, b) = c
+        .post(
+            "/api/v1/auth/password",
+            serde_json::json!({"current_password": initial, "new_password": ADMIN_PASSWORD}),
+        )
+        .await;
+    assert_eq!(s, 204, "{b}");
+    c
+}
+
+impl ServerProcess {
+    /// Signs in as admin with the generated password and replaces it.
+    pub async fn admin(&self) -> ApiClient {
+        let initial = std::fs::read_to_string(self.data_dir.join("initial-admin-password"))
+            .unwrap()
+            .trim()
+            .to_owned();
+        let mut c = ApiClient::new(self.client(), self.url(""));
+        let (status, body) = c
             .post(
-                "/api/v1/auth/password",
-                serde_json::json!({"current_password": self.admin_password, "new_password": ADMIN_PASSWORD}),
+                "/api/v1/auth/login",
+                serde_json::json!({"username": "admin", "password": initial}),
             )
             .await;
-        assert_eq!(s, 204, "{b}");
+        assert_eq!(status, 200, "{body}");
+        replace_initial_password(c, &initial).await
+    }
+
+    /// Signs in as admin after [`ServerProcess::admin`] changed the password.
+    pub async fn admin_again(&self) -> ApiClient {
+        let mut c = ApiClient::new(self.client(), self.url(""));
+        let (status, body) = c
+            .post(
+                "/api/v1/auth/login",
+                serde_json::json!({"username": "admin", "password": ADMIN_PASSWORD}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
         c
     }
 }
@@ -247,6 +290,17 @@ pub struct ApiClient {
 }
 
 impl ApiClient {
+    pub fn new(http: HttpsClient, base: String) -> Self {
+        Self {
+            http,
+            base,
+            cookie: None,
+            csrf: None,
+            bearer: None,
+            user_agent: "ztka-tests/1".into(),
+        }
+    }
+
     pub async fn send(
         &mut self,
         method: &str,

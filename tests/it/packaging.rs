@@ -229,21 +229,22 @@ fn packaged_config_is_valid_and_documents_every_setting() {
     assert!(shown.contains("listen = \"0.0.0.0:443\""), "{shown}");
     assert!(shown.contains("data_dir = \"/var/lib/ztka\""), "{shown}");
     let text = std::fs::read_to_string(repo("systemd/ztka.toml")).unwrap();
-    for key in [
-        "data_dir",
-        "listen",
-        "external_url",
-        "tls_cert",
-        "tls_key",
-        "initial_admin_password",
-        "initial_admin_password_file",
-        "shutdown_grace_secs",
-        "handshake_timeout_secs",
-        "format",
-        "level",
-        "retention_days",
-        "retention_max_events",
-    ] {
+    // Every optional field of the `File*` structs in config.rs is a setting of the file.
+    let source = std::fs::read_to_string(repo("src/config.rs")).unwrap();
+    let mut keys = Vec::new();
+    for block in source.split("pub struct File").skip(1) {
+        let body = &block[..block.find("\n}").unwrap()];
+        for line in body.lines() {
+            if let Some(rest) = line.trim().strip_prefix("pub ")
+                && let Some((name, ty)) = rest.split_once(": ")
+                && ty.starts_with("Option<")
+            {
+                keys.push(name.to_owned());
+            }
+        }
+    }
+    assert!(keys.len() >= 16, "found only {keys:?}");
+    for key in keys {
         let line = text
             .lines()
             .position(|l| l.trim_start_matches("# ").starts_with(&format!("{key} =")))
@@ -265,4 +266,49 @@ fn under_systemd_the_admin_password_stays_out_of_the_journal() {
     assert!(!printed.contains(password.trim()), "{printed}");
     assert!(printed.contains("initial-admin-password"), "{printed}");
     assert!(server.stop().success());
+}
+
+/// ztka-agent.service is `Type=notify`: the agent must say READY=1 even while the server is
+/// still unreachable (it retries), and STOPPING=1 on SIGTERM.
+#[tokio::test]
+async fn agent_tells_systemd_it_is_ready_and_stopping() {
+    let sim = kubesim::KubeSim::start(Default::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let sock_path = dir.path().join("notify.sock");
+    let sock = tokio::net::UnixDatagram::bind(&sock_path).unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "ztkab_not-a-real-token\n").unwrap();
+    let mut agent = crate::fixture::ztka()
+        // Nothing listens on port 1: registration keeps retrying.
+        .args(["agent", "--server", "https://127.0.0.1:1", "--token-file"])
+        .arg(&token)
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .arg("--kubeconfig")
+        .arg(sim.kubeconfig_path())
+        .env("NOTIFY_SOCKET", &sock_path)
+        .env("ZTKA_LOG", "error")
+        .spawn()
+        .unwrap();
+    let limit = std::time::Duration::from_secs(20);
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(limit, sock.recv(&mut buf))
+        .await
+        .expect("READY=1 in time")
+        .unwrap();
+    assert_eq!(&buf[..n], b"READY=1");
+    unsafe {
+        libc::kill(agent.id() as i32, libc::SIGTERM);
+    }
+    let n = tokio::time::timeout(limit, sock.recv(&mut buf))
+        .await
+        .expect("STOPPING=1 in time")
+        .unwrap();
+    assert_eq!(&buf[..n], b"STOPPING=1");
+    let status = tokio::task::spawn_blocking(move || {
+        crate::fixture::wait_timeout(&mut agent, std::time::Duration::from_secs(20))
+    })
+    .await
+    .unwrap();
+    assert!(status.code().is_some(), "the agent exits on SIGTERM");
 }

@@ -1,0 +1,628 @@
+//! The relay: `/k8s/{cluster}/…` is a Kubernetes API endpoint for kubectl. Each request is
+//! authenticated by the user's client certificate, authorized against their grants, stripped
+//! of every identity header a client could send, audited, and forwarded over the cluster's
+//! tunnel with the user's identity and access level. The agent runs it as the user's
+//! just-in-time service account.
+
+pub mod request;
+pub mod streams;
+
+use std::io;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures_util::StreamExt as _;
+use http_body_util::BodyExt as _;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use uuid::Uuid;
+
+use crate::domain::access::ClusterAccess;
+use crate::domain::audit::{Actor, Durability, EventKind, NewEvent, Target};
+use crate::domain::cluster::{Cluster, USER_ORGANIZATION};
+use crate::domain::org::Project;
+use crate::domain::user::User;
+use crate::listener::ConnInfo;
+use crate::state::AppState;
+use crate::store::named;
+use crate::tunnel::{
+    ACCESS_HEADER, KUBE_PREFIX, SA_TTL_HEADER, STATUS_HEADER, UPGRADE_HEADER, USER_ID_HEADER,
+    USER_NAME_HEADER, UserAccess,
+};
+use request::RequestInfo;
+use streams::StreamGuard;
+
+/// How long the agent may take to answer with response headers.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Certificates are backdated this much at issue (see `Pki::issue_client_cert`).
+const CERT_BACKDATE_SECS: i64 = 300;
+
+/// A Kubernetes `Status` failure, the error shape kubectl understands.
+pub fn status(code: StatusCode, reason: &str, message: impl Into<String>) -> Response {
+    let body = serde_json::json!({
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message.into(),
+        "reason": reason,
+        "code": code.as_u16(),
+    });
+    (code, axum::Json(body)).into_response()
+}
+
+/// Who is asking and where to.
+struct Authorized {
+    user: User,
+    groups: Vec<String>,
+    cluster: Cluster,
+    project: String,
+    access: ClusterAccess,
+}
+
+/// Header names that never cross the relay from a client: identity, hop-by-hop, and ours.
+fn is_stripped(name: &HeaderName) -> bool {
+    let n = name.as_str();
+    matches!(
+        n,
+        "authorization"
+            | "proxy-authorization"
+            | "cookie"
+            | "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "host"
+            | "http2-settings"
+    ) || n.starts_with("impersonate-")
+        || n.starts_with("x-remote-")
+        || n.starts_with("x-ztka-")
+}
+
+/// Response headers that are connection-specific (or ours) and not passed back.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection" | "keep-alive" | "transfer-encoding" | "upgrade" | "te" | "trailer"
+    ) || name.as_str().starts_with("x-ztka-")
+}
+
+/// `/k8s/{cluster}` and everything below it.
+pub async fn handle(State(state): State<AppState>, req: Request) -> Response {
+    let started = Instant::now();
+    let path = req.uri().path().to_owned();
+    let Some(rest) = path.strip_prefix("/k8s/") else {
+        return status(StatusCode::NOT_FOUND, "NotFound", "no cluster in the path");
+    };
+    let (cluster_name, api_path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let conn = req.extensions().get::<ConnInfo>().cloned();
+    let client_addr = conn
+        .as_ref()
+        .map(|c| c.remote.ip().to_string())
+        .unwrap_or_default();
+    let user_agent: String = req
+        .headers()
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .chars()
+        .take(256)
+        .collect();
+    let info = RequestInfo::parse(req.method().as_str(), api_path, req.uri().query());
+    let request_id = crate::api::error::current_request_id();
+    let mut event = NewEvent::system("kube.request", Target::default());
+    event.kind = EventKind::Kube;
+    event.request_id = request_id.clone();
+    event.actor = Actor {
+        client_addr: Some(client_addr),
+        user_agent: (!user_agent.is_empty()).then_some(user_agent),
+        ..Actor::default()
+    };
+    event.target = Target {
+        kind: if info.discovery { "discovery" } else { "kube" }.into(),
+        name: (!info.name.is_empty()).then(|| info.name.clone()),
+        project: None,
+        cluster: Some(cluster_name.to_owned()),
+        namespace: (!info.namespace.is_empty()).then(|| info.namespace.clone()),
+    };
+    let mut kube = info.to_event(req.method().as_str(), api_path);
+    let authorized = match authorize(&state, conn.as_ref(), cluster_name).await {
+        Ok(a) => a,
+        Err((code, reason, message, user)) => {
+            if let Some(u) = user {
+                event.actor.user_id = Some(u.id);
+                event.actor.user_name = Some(u.name);
+            }
+            kube.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+            event.kube = Some(kube);
+            event = event.with_outcome(code.as_u16());
+            event.details = serde_json::json!({ "reason": message });
+            let _ = state.audit.append(event, Durability::Fast).await;
+            return status(code, reason, message);
+        }
+    };
+    event.actor.user_id = Some(authorized.user.id);
+    event.actor.user_name = Some(authorized.user.name.clone());
+    event.actor.groups = authorized.groups.clone();
+    event.target.project = Some(authorized.project.clone());
+    if info.discovery {
+        event.details = serde_json::json!({ "discovery": true });
+    }
+    // Mutations are on disk before they reach the cluster.
+    if info.is_mutating() {
+        let mut before = event.clone();
+        before.kube = Some(kube.clone());
+        before.status = 0;
+        before.outcome = crate::domain::audit::Outcome::Pending;
+        if let Err(e) = state.audit.append(before, Durability::Durable).await {
+            tracing::error!(error = %e, "cannot record a Kubernetes request; refusing it");
+            return status(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceUnavailable",
+                "the audit log is unavailable; the request was not forwarded",
+            );
+        }
+        event.action = "kube.response".into();
+    }
+    let result = forward(&state, &authorized, req, api_path).await;
+    let (response, code) = match result {
+        Ok(res) => {
+            let code = res.status().as_u16();
+            (res, code)
+        }
+        Err(res) => {
+            let code = res.status().as_u16();
+            (res, code)
+        }
+    };
+    kube.bytes = response
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    kube.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+    event.kube = Some(kube);
+    let event = event.with_outcome(code);
+    if let Err(e) = state.audit.append(event, Durability::Fast).await {
+        tracing::error!(error = %e, "cannot record a Kubernetes response");
+    }
+    response
+}
+
+type Refusal = (StatusCode, &'static str, String, Option<User>);
+
+async fn authorize(
+    state: &AppState,
+    conn: Option<&ConnInfo>,
+    cluster_name: &str,
+) -> Result<Authorized, Refusal> {
+    let unauthorized = |m: &str| (StatusCode::UNAUTHORIZED, "Unauthorized", m.to_owned(), None);
+    let Some(peer) = conn.and_then(|c| c.peer.as_ref()) else {
+        return Err(unauthorized(
+            "a client certificate from ztka is required: download a kubeconfig from the console or GET /api/v1/kubeconfig",
+        ));
+    };
+    if !peer.organizations.iter().any(|o| o == USER_ORGANIZATION) {
+        return Err(unauthorized(
+            "this certificate is not a ztka user certificate",
+        ));
+    }
+    let Ok(user_id) = Uuid::parse_str(&peer.common_name) else {
+        return Err(unauthorized("this certificate does not name a user"));
+    };
+    let name = cluster_name.to_owned();
+    let loaded = state
+        .store
+        .read(move |txn| {
+            let user = crate::store::users::get(txn, user_id)?;
+            let cluster = named::read::by_name::<Cluster>(txn, &name)?;
+            let project = match &cluster {
+                Some(c) => named::read::by_id::<Project>(txn, &c.project_id.to_string())?,
+                None => None,
+            };
+            Ok((user, cluster, project))
+        })
+        .await;
+    let (user, cluster, project) = loaded.map_err(|e| {
+        tracing::error!(error = %e, "relay lookup failed");
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalError",
+            "internal error".to_owned(),
+            None,
+        )
+    })?;
+    let Some(user) = user else {
+        return Err(unauthorized(
+            "the user of this certificate no longer exists",
+        ));
+    };
+    if user.disabled {
+        return Err((
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized",
+            format!("user {} is disabled", user.name),
+            Some(user),
+        ));
+    }
+    let issued_at = peer.not_before + CERT_BACKDATE_SECS;
+    if user
+        .credentials_revoked_at
+        .is_some_and(|t| issued_at < t.unix_timestamp())
+    {
+        return Err((
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized",
+            format!(
+                "this kubeconfig of user {} was revoked; download a new one",
+                user.name
+            ),
+            Some(user),
+        ));
+    }
+    let no_access = |user: User| {
+        Err((
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            format!("user {} has no access to cluster {cluster_name}", user.name),
+            Some(user),
+        ))
+    };
+    let (Some(cluster), Some(project)) = (cluster, project) else {
+        return no_access(user);
+    };
+    let access = ClusterAccess::from_grants(&state.authz.effective_grants(user.id), &project.name);
+    if access.is_none() {
+        return no_access(user);
+    }
+    let groups = group_names(state, user.id).await;
+    Ok(Authorized {
+        user,
+        groups,
+        cluster,
+        project: project.name,
+        access,
+    })
+}
+
+async fn group_names(state: &AppState, user: Uuid) -> Vec<String> {
+    let ids: Vec<String> = state
+        .authz
+        .groups_of(user)
+        .into_iter()
+        .map(|g| g.to_string())
+        .collect();
+    if ids.is_empty() {
+        return Vec::new();
+    }
+    state
+        .store
+        .read(move |txn| {
+            let mut out = Vec::new();
+            for id in &ids {
+                if let Some(g) = named::read::by_id::<crate::domain::org::Group>(txn, id)? {
+                    out.push(g.name);
+                }
+            }
+            Ok(out)
+        })
+        .await
+        .unwrap_or_default()
+}
+
+/// Sends the request over the tunnel and turns the agent's answer into the response.
+async fn forward(
+    state: &AppState,
+    who: &Authorized,
+    req: Request,
+    api_path: &str,
+) -> Result<Response, Response> {
+    let Some(mut sender) = state.tunnels.sender(who.cluster.id) else {
+        return Err(status(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            format!(
+                "cluster {} is offline: its agent is not connected",
+                who.cluster.name
+            ),
+        ));
+    };
+    let (mut parts, body) = req.into_parts();
+    let upgrade = parts
+        .headers
+        .get(header::UPGRADE)
+        .filter(|_| {
+            parts.headers.get_all(header::CONNECTION).iter().any(|v| {
+                v.to_str()
+                    .is_ok_and(|v| v.to_ascii_lowercase().contains("upgrade"))
+            })
+        })
+        .cloned();
+    let on_upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
+    let mut headers = HeaderMap::with_capacity(parts.headers.len() + 4);
+    for (name, value) in parts.headers.iter() {
+        if !is_stripped(name) {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+    let ours = |v: String| HeaderValue::from_str(&v).ok();
+    let access = serde_json::to_string(&who.access).unwrap_or_default();
+    for (name, value) in [
+        (USER_ID_HEADER, ours(who.user.id.to_string())),
+        (USER_NAME_HEADER, ours(who.user.name.clone())),
+        (ACCESS_HEADER, ours(access)),
+        (
+            SA_TTL_HEADER,
+            ours(state.settings().service_account_ttl_secs.to_string()),
+        ),
+        (
+            "x-request-id",
+            ours(crate::api::error::current_request_id()),
+        ),
+    ] {
+        if let Some(v) = value {
+            headers.insert(HeaderName::from_static(name), v);
+        }
+    }
+    let query = parts
+        .uri
+        .query()
+        .map(|q| format!("?{q}"))
+        .unwrap_or_default();
+    let uri = format!("http://agent{KUBE_PREFIX}{api_path}{query}");
+    // Upgrades carry the client's bytes in the request body once both sides switched.
+    let (body, upstream_tx) = match (&upgrade, &on_upgrade) {
+        (Some(u), Some(_)) => {
+            headers.insert(HeaderName::from_static(UPGRADE_HEADER), u.clone());
+            let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
+            let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+                rx.recv().await.map(|b| (Ok::<_, io::Error>(b), rx))
+            });
+            (Body::from_stream(stream), Some(tx))
+        }
+        _ => (body, None),
+    };
+    let mut out = hyper::Request::builder()
+        .method(parts.method.clone())
+        .uri(uri)
+        .body(body)
+        .map_err(|e| status(StatusCode::BAD_REQUEST, "BadRequest", e.to_string()))?;
+    *out.headers_mut() = headers;
+    let unavailable = |e: String| {
+        status(
+            StatusCode::BAD_GATEWAY,
+            "ServiceUnavailable",
+            format!(
+                "the agent of cluster {} did not answer: {e}",
+                who.cluster.name
+            ),
+        )
+    };
+    let sent = async {
+        sender.ready().await.map_err(|e| e.to_string())?;
+        sender.send_request(out).await.map_err(|e| e.to_string())
+    };
+    let answer = match tokio::time::timeout(RESPONSE_TIMEOUT, sent).await {
+        Ok(Ok(res)) => res,
+        Ok(Err(e)) => return Err(unavailable(e)),
+        Err(_) => {
+            return Err(status(
+                StatusCode::GATEWAY_TIMEOUT,
+                "Timeout",
+                format!(
+                    "the agent of cluster {} did not answer within {}s",
+                    who.cluster.name,
+                    RESPONSE_TIMEOUT.as_secs()
+                ),
+            ));
+        }
+    };
+    let guard = state.streams.open(who.user.id, &who.project);
+    let (res_parts, res_body) = answer.into_parts();
+    let switched = res_parts
+        .headers
+        .get(STATUS_HEADER)
+        .is_some_and(|v| v.as_bytes() == b"101");
+    let mut response = Response::new(Body::empty());
+    for (name, value) in res_parts.headers.iter() {
+        if !is_hop_by_hop(name) {
+            response.headers_mut().append(name.clone(), value.clone());
+        }
+    }
+    match (switched, upgrade, on_upgrade, upstream_tx) {
+        (true, Some(protocol), Some(on_upgrade), Some(tx)) => {
+            *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+            response.headers_mut().insert(header::UPGRADE, protocol);
+            tokio::spawn(pipe(on_upgrade, tx, res_body, guard));
+        }
+        _ => {
+            *response.status_mut() = res_parts.status;
+            *response.body_mut() = guarded_body(res_body, guard);
+        }
+    }
+    Ok(response)
+}
+
+/// The agent's response body, ended with an error (so the client sees the stream break)
+/// when the user's access is revoked.
+fn guarded_body(body: hyper::body::Incoming, guard: StreamGuard) -> Body {
+    let data = body.into_data_stream();
+    let stream = futures_util::stream::unfold(
+        (data, guard, false),
+        |(mut data, guard, done)| async move {
+            if done {
+                return None;
+            }
+            tokio::select! {
+                biased;
+                _ = guard.token.cancelled() => Some((
+                    Err(io::Error::other("access revoked")),
+                    (data, guard, true),
+                )),
+                item = data.next() => item.map(|i| (i.map_err(io::Error::other), (data, guard, false))),
+            }
+        },
+    );
+    Body::from_stream(stream)
+}
+
+/// Copies bytes both ways between the client's upgraded connection and the tunnel stream
+/// until either side ends or access is revoked.
+async fn pipe(
+    on_upgrade: hyper::upgrade::OnUpgrade,
+    to_agent: tokio::sync::mpsc::Sender<Bytes>,
+    from_agent: hyper::body::Incoming,
+    guard: StreamGuard,
+) {
+    let client = match on_upgrade.await {
+        Ok(io) => TokioIo::new(io),
+        Err(e) => {
+            tracing::debug!(error = %e, "client upgrade failed");
+            return;
+        }
+    };
+    let (mut read, mut write) = tokio::io::split(client);
+    let upstream = async move {
+        let mut buf = vec![0u8; 32 * 1024];
+        loop {
+            match read.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if to_agent
+                        .send(Bytes::copy_from_slice(&buf[..n]))
+                        .await
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+            }
+        }
+    };
+    let downstream = async move {
+        let mut data = from_agent.into_data_stream();
+        while let Some(Ok(chunk)) = data.next().await {
+            if write.write_all(&chunk).await.is_err() {
+                break;
+            }
+        }
+        let _ = write.shutdown().await;
+    };
+    tokio::select! {
+        _ = async { tokio::join!(upstream, downstream) } => {}
+        _ = guard.token.cancelled() => {}
+    }
+}
+
+/// After grants, memberships or the user changed: ends streams the user may no longer hold
+/// and tells every connected agent the user's new access, so service accounts and bindings
+/// follow (and are deleted where access is gone).
+pub async fn access_changed(state: &AppState, users: Vec<Uuid>) {
+    reconcile(state, users, false).await
+}
+
+/// After a user's kubeconfigs were revoked: every open stream of theirs ends and their
+/// service accounts are removed (a new kubeconfig recreates them on first use).
+pub async fn credentials_revoked(state: &AppState, user: Uuid) {
+    reconcile(state, vec![user], true).await
+}
+
+async fn reconcile(state: &AppState, users: Vec<Uuid>, revoked: bool) {
+    for user_id in users {
+        let user = state
+            .store
+            .read(move |txn| crate::store::users::get(txn, user_id))
+            .await
+            .ok()
+            .flatten();
+        let active = !revoked && user.as_ref().is_some_and(|u| !u.disabled);
+        let grants = state.authz.effective_grants(user_id);
+        let closed = state.streams.close_where(user_id, |project| {
+            active && !ClusterAccess::from_grants(&grants, project).is_none()
+        });
+        if closed > 0 {
+            tracing::info!(user = %user_id, closed, "closed relay streams after an access change");
+        }
+        let name = user.as_ref().map(|u| u.name.clone()).unwrap_or_default();
+        push_access(state, user_id, &name, active.then_some(&grants)).await;
+    }
+}
+
+/// Sends each connected agent the user's access for its cluster (none when `grants` is None).
+async fn push_access(
+    state: &AppState,
+    user_id: Uuid,
+    name: &str,
+    grants: Option<&Vec<crate::domain::org::Grant>>,
+) {
+    let clusters = state
+        .store
+        .read(|txn| {
+            let clusters = named::read::every::<Cluster>(txn)?;
+            let projects = named::read::every::<Project>(txn)?;
+            Ok(clusters
+                .into_iter()
+                .map(|c| {
+                    let p = projects
+                        .iter()
+                        .find(|p| p.id == c.project_id)
+                        .map(|p| p.name.clone())
+                        .unwrap_or_default();
+                    (c.id, p)
+                })
+                .collect::<Vec<_>>())
+        })
+        .await
+        .unwrap_or_default();
+    for (cluster, project) in clusters {
+        let Some(mut sender) = state.tunnels.sender(cluster) else {
+            continue;
+        };
+        let access = grants
+            .map(|g| ClusterAccess::from_grants(g, &project))
+            .unwrap_or_default();
+        let body = serde_json::to_vec(&UserAccess {
+            user: name.to_owned(),
+            access,
+        })
+        .unwrap_or_default();
+        let Ok(req) = hyper::Request::post(format!(
+            "http://agent{}",
+            crate::tunnel::user_access_path(user_id)
+        ))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body)) else {
+            continue;
+        };
+        tokio::spawn(async move {
+            let sent = async {
+                sender.ready().await?;
+                sender.send_request(req).await
+            };
+            match tokio::time::timeout(Duration::from_secs(30), sent).await {
+                Ok(Ok(res)) if res.status().is_success() => {}
+                Ok(Ok(res)) => {
+                    tracing::warn!(%cluster, status = %res.status(), "agent could not apply an access change")
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(%cluster, error = %e, "cannot reach the agent for an access change")
+                }
+                Err(_) => tracing::warn!(%cluster, "the agent did not confirm an access change"),
+            }
+        });
+    }
+}

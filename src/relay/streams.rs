@@ -1,0 +1,74 @@
+//! Open relay responses and upgraded streams, by user, so that revoking a user's access can
+//! end them at once instead of when the client lets go.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+struct Entry {
+    user: Uuid,
+    project: String,
+    token: CancellationToken,
+}
+
+#[derive(Default)]
+pub struct Streams {
+    open: Mutex<HashMap<u64, Entry>>,
+    ids: AtomicU64,
+}
+
+/// Removes its entry when dropped; `token` is cancelled when access is revoked.
+pub struct StreamGuard {
+    streams: Arc<Streams>,
+    id: u64,
+    pub token: CancellationToken,
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.streams.lock().remove(&self.id);
+    }
+}
+
+impl Streams {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Entry>> {
+        self.open.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn open(self: &Arc<Self>, user: Uuid, project: &str) -> StreamGuard {
+        let id = self.ids.fetch_add(1, Ordering::Relaxed);
+        let token = CancellationToken::new();
+        self.lock().insert(
+            id,
+            Entry {
+                user,
+                project: project.to_owned(),
+                token: token.clone(),
+            },
+        );
+        StreamGuard {
+            streams: self.clone(),
+            id,
+            token,
+        }
+    }
+
+    /// Ends every open stream of `user` in a project for which `allowed` says no.
+    pub fn close_where(&self, user: Uuid, allowed: impl Fn(&str) -> bool) -> usize {
+        let mut closed = 0;
+        for e in self.lock().values().filter(|e| e.user == user) {
+            if !allowed(&e.project) {
+                e.token.cancel();
+                closed += 1;
+            }
+        }
+        closed
+    }
+
+    pub fn count(&self) -> usize {
+        self.lock().len()
+    }
+}

@@ -1,0 +1,102 @@
+//! The agent tunnel: one TLS connection per cluster, opened by the agent, on which roles are
+//! reversed. The agent sends an HTTP/1.1 `Upgrade: ztka-tunnel/1` request with its client
+//! certificate; after `101 Switching Protocols` the agent is the HTTP/2 *server* and the
+//! control plane is the HTTP/2 client. Flow control, stream multiplexing, PING keepalive and
+//! GOAWAY are HTTP/2's own.
+//!
+//! This module holds what both ends agree on and the server's registry of live tunnels.
+
+pub mod registry;
+pub mod server;
+
+use std::time::Duration;
+
+pub use registry::{TunnelStatus, Tunnels};
+
+/// The `Upgrade` token of the tunnel request.
+pub const UPGRADE_PROTOCOL: &str = "ztka-tunnel/1";
+/// Header on the tunnel request carrying the agent's version.
+pub const AGENT_VERSION_HEADER: &str = "x-ztka-agent-version";
+
+/// Paths under `/agent/v1` on the server.
+pub fn tunnel_path(cluster_id: uuid::Uuid) -> String {
+    format!("/agent/v1/clusters/{cluster_id}/tunnel")
+}
+pub fn renew_path(cluster_id: uuid::Uuid) -> String {
+    format!("/agent/v1/clusters/{cluster_id}/renew")
+}
+pub const REGISTER_PATH: &str = "/agent/v1/register";
+
+/// Paths the agent serves on the tunnel.
+pub const HEARTBEAT_PATH: &str = "/v1/heartbeat";
+/// Kubernetes API requests: `/k8s/<path on the API server>`.
+pub const KUBE_PREFIX: &str = "/k8s";
+/// `POST /v1/users/{id}/access` with a [`UserAccess`]: reconcile (or remove) a user's
+/// service account after their access changed.
+pub fn user_access_path(user: uuid::Uuid) -> String {
+    format!("/v1/users/{user}/access")
+}
+
+/// Headers the server sets on relayed requests (any a client sent are removed first).
+pub const USER_ID_HEADER: &str = "x-ztka-user-id";
+pub const USER_NAME_HEADER: &str = "x-ztka-user";
+/// JSON [`crate::domain::access::ClusterAccess`].
+pub const ACCESS_HEADER: &str = "x-ztka-access";
+/// Seconds an unused service account is kept.
+pub const SA_TTL_HEADER: &str = "x-ztka-sa-ttl";
+/// The client's `Upgrade` value: HTTP/2 has no upgrades, so the tunnel carries it here and
+/// the stream's bodies carry the upgraded bytes.
+pub const UPGRADE_HEADER: &str = "x-ztka-upgrade";
+/// On the agent's answer to an upgrade: the API server's status (101 when it switched).
+pub const STATUS_HEADER: &str = "x-ztka-status";
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct UserAccess {
+    pub user: String,
+    pub access: crate::domain::access::ClusterAccess,
+}
+
+/// How often the server asks the agent for a heartbeat, and how long it waits.
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(10);
+pub const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(10);
+/// HTTP/2 PING on both ends: a dead peer is noticed within interval + timeout (20 s).
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the agent answers on [`HEARTBEAT_PATH`].
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct Heartbeat {
+    pub agent_version: String,
+    #[serde(default)]
+    pub kubernetes_version: Option<String>,
+}
+
+/// Registration request and answer on [`REGISTER_PATH`] (and the renewal path, which takes
+/// only `csr`).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterRequest {
+    pub token: String,
+    pub csr: String,
+    #[serde(default)]
+    pub agent_version: Option<String>,
+}
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RenewRequest {
+    pub csr: String,
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct IssuedIdentity {
+    pub cluster_id: uuid::Uuid,
+    pub cluster: String,
+    pub project: String,
+    /// PEM client certificate.
+    pub certificate: String,
+    /// PEM of the CA that signs agent certificates.
+    pub ca: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub not_after: time::OffsetDateTime,
+}

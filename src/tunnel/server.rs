@@ -1,0 +1,197 @@
+//! The control plane's end of a tunnel: after the upgrade, an HTTP/2 client over the agent's
+//! connection, registered in [`super::Tunnels`] until the connection ends, the server closes
+//! it, or the agent stops answering heartbeats.
+
+use axum::body::Body;
+use http_body_util::BodyExt;
+use hyper::client::conn::http2::SendRequest;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::{
+    HEARTBEAT_INTERVAL, HEARTBEAT_PATH, HEARTBEAT_TIMEOUT, Heartbeat, KEEPALIVE_INTERVAL,
+    KEEPALIVE_TIMEOUT,
+};
+use crate::domain::audit::{Actor, Durability, NewEvent, Target};
+use crate::domain::cluster::Cluster;
+use crate::state::AppState;
+
+/// Largest heartbeat answer read from an agent.
+const MAX_HEARTBEAT_BYTES: usize = 16 * 1024;
+
+/// Who the tunnel belongs to, for the registry and the audit log.
+pub struct TunnelOwner {
+    pub cluster: Cluster,
+    pub project: String,
+    pub actor: Actor,
+    pub agent_version: Option<String>,
+}
+
+/// Runs one tunnel to completion. Spawned by the upgrade handler on the shutdown tracker,
+/// so a draining server waits for the disconnect to be recorded.
+pub async fn run(state: AppState, owner: TunnelOwner, upgrade: OnUpgrade) {
+    let io = match upgrade.await {
+        Ok(io) => io,
+        Err(e) => {
+            tracing::debug!(cluster = %owner.cluster.name, error = %e, "tunnel upgrade failed");
+            return;
+        }
+    };
+    let handshake = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .keep_alive_interval(KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+        .keep_alive_while_idle(true)
+        .max_concurrent_reset_streams(1024)
+        .initial_stream_window_size(1 << 20)
+        .initial_connection_window_size(4 << 20)
+        .handshake::<_, Body>(io)
+        .await;
+    let (sender, conn) = match handshake {
+        Ok(pair) => pair,
+        Err(e) => {
+            tracing::info!(cluster = %owner.cluster.name, error = %e, "tunnel handshake failed");
+            return;
+        }
+    };
+    let cluster_id = owner.cluster.id;
+    let registration =
+        state
+            .tunnels
+            .connect(cluster_id, sender.clone(), owner.agent_version.clone());
+    tracing::info!(cluster = %owner.cluster.name, "agent connected");
+    audit(&state, &owner, "agent.connect", serde_json::json!({})).await;
+
+    tokio::pin!(conn);
+    let beats = heartbeats(&state, cluster_id, registration.generation, sender);
+    tokio::pin!(beats);
+    let reason: String = tokio::select! {
+        r = conn.as_mut() => match r {
+            Ok(()) => "the agent closed the tunnel".into(),
+            Err(e) => format!("the connection failed: {e}"),
+        },
+        why = beats.as_mut() => why,
+        _ = registration.close.cancelled() => "closed by the server".into(),
+        _ = state.shutdown.triggered() => "the server is shutting down".into(),
+    };
+    let last = state
+        .tunnels
+        .disconnect(cluster_id, registration.generation);
+    tracing::info!(cluster = %owner.cluster.name, %reason, "agent disconnected");
+    if let Some(status) = last {
+        remember(
+            &state,
+            cluster_id,
+            status.agent_version,
+            status.kubernetes_version,
+        )
+        .await;
+    }
+    audit(
+        &state,
+        &owner,
+        "agent.disconnect",
+        serde_json::json!({ "reason": reason }),
+    )
+    .await;
+}
+
+/// Asks the agent for a heartbeat now and every interval; returns why it stopped answering.
+async fn heartbeats(
+    state: &AppState,
+    cluster: Uuid,
+    generation: u64,
+    mut sender: SendRequest<Body>,
+) -> String {
+    let mut first = true;
+    loop {
+        if !first {
+            tokio::time::sleep(HEARTBEAT_INTERVAL).await;
+        }
+        let beat = match tokio::time::timeout(HEARTBEAT_TIMEOUT, heartbeat(&mut sender)).await {
+            Ok(Ok(beat)) => beat,
+            Ok(Err(e)) => return format!("heartbeat failed: {e}"),
+            Err(_) => {
+                return format!(
+                    "no heartbeat answer within {}s",
+                    HEARTBEAT_TIMEOUT.as_secs()
+                );
+            }
+        };
+        let versions = (
+            Some(beat.agent_version.clone()),
+            beat.kubernetes_version.clone(),
+        );
+        state.tunnels.heartbeat(cluster, generation, beat);
+        if first {
+            // Versions are kept on the cluster record so an offline cluster still shows them.
+            remember(state, cluster, versions.0, versions.1).await;
+        }
+        first = false;
+    }
+}
+
+async fn heartbeat(sender: &mut SendRequest<Body>) -> Result<Heartbeat, String> {
+    sender.ready().await.map_err(|e| e.to_string())?;
+    let req = hyper::Request::get(format!("http://agent{HEARTBEAT_PATH}"))
+        .body(Body::empty())
+        .map_err(|e| e.to_string())?;
+    let res = sender.send_request(req).await.map_err(|e| e.to_string())?;
+    if !res.status().is_success() {
+        return Err(format!("the agent answered {}", res.status()));
+    }
+    let body = http_body_util::Limited::new(res.into_body(), MAX_HEARTBEAT_BYTES)
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    serde_json::from_slice(&body).map_err(|e| format!("unreadable heartbeat: {e}"))
+}
+
+/// Stores what the agent reported and when it was last seen.
+async fn remember(
+    state: &AppState,
+    cluster: Uuid,
+    agent_version: Option<String>,
+    kubernetes_version: Option<String>,
+) {
+    let result = state
+        .store
+        .write(move |txn| {
+            crate::store::clusters::modify(txn, cluster, |c| {
+                c.last_seen = Some(OffsetDateTime::now_utc());
+                if agent_version.is_some() {
+                    c.agent_version = agent_version;
+                }
+                if kubernetes_version.is_some() {
+                    c.kubernetes_version = kubernetes_version;
+                }
+            })
+        })
+        .await;
+    match result {
+        Ok(_) | Err(crate::store::StoreError::NotFound) => {}
+        Err(e) => tracing::warn!(%cluster, error = %e, "cannot record agent status"),
+    }
+}
+
+async fn audit(state: &AppState, owner: &TunnelOwner, action: &str, details: serde_json::Value) {
+    let mut event = NewEvent::system(action, cluster_target(&owner.cluster, &owner.project));
+    event.actor = owner.actor.clone();
+    event.details = details;
+    if let Err(e) = state.audit.append(event, Durability::Durable).await {
+        tracing::error!(error = %e, "cannot record a tunnel event");
+    }
+}
+
+pub fn cluster_target(cluster: &Cluster, project: &str) -> Target {
+    Target {
+        kind: "cluster".into(),
+        name: Some(cluster.name.clone()),
+        project: Some(project.to_owned()),
+        cluster: Some(cluster.name.clone()),
+        namespace: None,
+    }
+}

@@ -13,7 +13,12 @@ const VERSION_TTL: Duration = Duration::from_secs(60);
 pub struct Cluster {
     pub client: kube::Client,
     pub config: kube::Config,
+    /// Where user requests go, with their own tokens.
+    pub upstream: super::upstream::Upstream,
+    pub accounts: super::accounts::Accounts,
     version: Mutex<Option<(Instant, String)>>,
+    /// Seconds an unused service account is kept (the server's setting, sent with requests).
+    sa_ttl_secs: std::sync::atomic::AtomicU64,
 }
 
 impl Cluster {
@@ -36,11 +41,25 @@ impl Cluster {
         };
         let client = kube::Client::try_from(config.clone())
             .map_err(|e| AgentError::Usage(format!("Kubernetes client: {e}")))?;
+        let upstream = super::upstream::Upstream::new(&config)?;
+        let accounts = super::accounts::Accounts::new(client.clone());
         Ok(Self {
+            upstream,
+            accounts,
             client,
             config,
             version: Mutex::new(None),
+            sa_ttl_secs: std::sync::atomic::AtomicU64::new(8 * 3600),
         })
+    }
+
+    pub fn set_sa_ttl(&self, ttl: Duration) {
+        self.sa_ttl_secs
+            .store(ttl.as_secs(), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn sa_ttl(&self) -> Duration {
+        Duration::from_secs(self.sa_ttl_secs.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     pub fn default_namespace(&self) -> &str {

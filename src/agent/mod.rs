@@ -2,9 +2,12 @@
 //! open, reconnecting with jittered exponential backoff, and renews its certificate before
 //! it expires.
 
+pub mod accounts;
 pub mod identity;
 pub mod kube;
+pub mod proxy;
 pub mod tunnel;
+pub mod upstream;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -201,7 +204,27 @@ pub async fn run(config: AgentConfig, stop: CancellationToken) -> Result<(), Age
             identity
         }
     };
+    match kube.accounts.adopt_existing().await {
+        Ok(n) if n > 0 => {
+            tracing::info!(accounts = n, "found service accounts from an earlier run")
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot list existing service accounts"),
+    }
     let ctx = Arc::new(Context::new(server, Some(kube), identity));
+    let sweeper = ctx.clone();
+    let sweep_stop = stop.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(60)) => {}
+                _ = sweep_stop.cancelled() => return,
+            }
+            if let Some(k) = &sweeper.kube {
+                k.accounts.sweep(k.sa_ttl()).await;
+            }
+        }
+    });
     if let Some(addr) = config.health_listen {
         spawn_health(addr, ctx.clone()).await?;
     }

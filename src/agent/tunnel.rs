@@ -17,7 +17,7 @@ use super::{AgentError, Context};
 use crate::client::HttpsClient;
 use crate::tunnel::{
     AGENT_VERSION_HEADER, HEARTBEAT_PATH, Heartbeat, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT,
-    UPGRADE_PROTOCOL, tunnel_path,
+    KUBE_PREFIX, UPGRADE_PROTOCOL, tunnel_path,
 };
 
 /// Opens the tunnel and serves it; returns how long it was up once it ends.
@@ -101,6 +101,19 @@ pub async fn run_once(
 
 /// Requests the server sends over the tunnel.
 async fn handle(ctx: Arc<Context>, req: Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path().to_owned();
+    if let Some(kube) = &ctx.kube {
+        if path.starts_with(KUBE_PREFIX) && path[KUBE_PREFIX.len()..].starts_with('/') {
+            return super::proxy::kube_request(kube, req).await;
+        }
+        if let Some(user) = path
+            .strip_prefix("/v1/users/")
+            .and_then(|r| r.strip_suffix("/access"))
+            && req.method() == hyper::Method::POST
+        {
+            return super::proxy::user_access(kube, user, req).await;
+        }
+    }
     match req.uri().path() {
         HEARTBEAT_PATH => {
             let beat = Heartbeat {

@@ -7,6 +7,7 @@
 //! garbage collection, pod logs and exec) stand in for controllers and kubelets.
 
 mod fs;
+pub mod kubectl;
 mod objects;
 mod patch;
 mod proto;

@@ -1,128 +1,14 @@
 //! Real kubectl binaries against the simulator, with the kubeconfig it writes.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use kubesim::kubectl::{is_recent, kubectl, kubectls, ok, stream_until};
 use kubesim::{KubeSim, Options};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
-
-const CANDIDATES: &[&str] = &[
-    "/usr/bin/kubectl",
-    "/usr/lib/google-cloud-sdk/bin/kubectl.1.27",
-    "/usr/lib/google-cloud-sdk/bin/kubectl.1.33",
-];
-
-/// The kubectl binaries present on this machine (a missing one is skipped).
-fn kubectls() -> Vec<PathBuf> {
-    let found: Vec<PathBuf> = CANDIDATES
-        .iter()
-        .map(PathBuf::from)
-        .filter(|p| p.exists())
-        .collect();
-    if found.is_empty() {
-        eprintln!("no kubectl binary found; skipping");
-    }
-    found
-}
-
-/// kubectl 1.27 predates some v1 APIs (`auth whoami`).
-fn is_recent(bin: &Path) -> bool {
-    !bin.to_string_lossy().ends_with("1.27")
-}
-
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-async fn kubectl(bin: &Path, kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> Out {
-    let mut cmd = Command::new(bin);
-    cmd.env_clear()
-        .env("KUBECONFIG", kubeconfig)
-        .env("HOME", kubeconfig.parent().unwrap())
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let mut child = cmd.spawn().expect("spawn kubectl");
-    if let Some(input) = stdin {
-        let mut w = child.stdin.take().unwrap();
-        w.write_all(input.as_bytes()).await.unwrap();
-        drop(w);
-    }
-    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
-        .await
-        .unwrap_or_else(|_| panic!("kubectl {args:?} timed out"))
-        .unwrap();
-    Out {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-async fn ok(bin: &Path, kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> String {
-    let out = kubectl(bin, kubeconfig, args, stdin).await;
-    assert_eq!(
-        out.code,
-        0,
-        "{} {args:?} failed\nstdout: {}\nstderr: {}",
-        bin.display(),
-        out.stdout,
-        out.stderr
-    );
-    out.stdout
-}
-
-/// Reads stdout lines of a long-running kubectl until `done` says so, then kills it.
-async fn stream_until(
-    bin: &Path,
-    kubeconfig: &Path,
-    args: &[&str],
-    mut done: impl FnMut(&[String]) -> bool,
-    mut after_first_line: Option<Box<dyn FnMut() + Send>>,
-) -> Vec<String> {
-    let mut child = Command::new(bin)
-        .env_clear()
-        .env("KUBECONFIG", kubeconfig)
-        .env("HOME", kubeconfig.parent().unwrap())
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut seen = Vec::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while !done(&seen) {
-        let line = tokio::time::timeout_at(deadline, lines.next_line())
-            .await
-            .unwrap_or_else(|_| panic!("{args:?}: timed out; saw {seen:?}"))
-            .unwrap();
-        let Some(line) = line else {
-            panic!("{args:?}: output ended early; saw {seen:?}")
-        };
-        seen.push(line);
-        if seen.len() == 1
-            && let Some(f) = after_first_line.as_mut()
-        {
-            f();
-        }
-    }
-    child.kill().await.unwrap();
-    seen
-}
 
 async fn sim() -> KubeSim {
     KubeSim::start(Options::default()).await.unwrap()

@@ -233,7 +233,7 @@ pub fn reset_password(
 }
 
 /// Records an offline administrative action in the audit log.
-fn audit_offline(
+pub(crate) fn audit_offline(
     store: &Store,
     action: &str,
     target: crate::domain::audit::Target,

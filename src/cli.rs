@@ -44,7 +44,7 @@ pub enum Command {
     Serve(ServeArgs),
     /// Run the agent that connects a cluster to the server (usually inside the cluster).
     Agent(AgentArgs),
-    /// Offline operations on a data directory (the server must be stopped).
+    /// Operations on a data directory (the server must be stopped, except for backup).
     #[command(subcommand)]
     Admin(AdminCommand),
     /// Probe a running server's /healthz; exit 0 when healthy, 1 otherwise.
@@ -148,6 +148,30 @@ pub enum AdminCommand {
     /// Verify or export the audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Write a consistent copy of the database, CA and server certificate to DEST (a new or
+    /// empty directory). Works on a stopped server and, through the server, on a running one.
+    Backup(BackupArgs),
+    /// Restore a backup made by `admin backup` into a fresh data directory (server stopped).
+    Restore(RestoreArgs),
+    /// Create the data directory, CA, server certificate and first admin (its password goes
+    /// to <data-dir>/initial-admin-password), then exit. Does nothing already done.
+    Init(Box<ServeArgs>),
+}
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    #[command(flatten)]
+    pub data: DataDirArgs,
+    /// Directory to write the backup to; must not exist or be empty.
+    pub dest: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    #[command(flatten)]
+    pub data: DataDirArgs,
+    /// Directory written by `ztka admin backup`.
+    pub src: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]

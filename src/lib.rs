@@ -6,6 +6,7 @@ pub mod api;
 pub mod audit;
 pub mod authn;
 pub mod authz;
+pub mod backup;
 pub mod cli;
 pub mod client;
 pub mod config;

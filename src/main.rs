@@ -90,6 +90,81 @@ async fn dispatch(command: Command, file: FileConfig) -> ExitCode {
             }
         }
         Command::Admin(AdminCommand::Audit(cmd)) => audit(cmd, &file).await,
+        Command::Admin(AdminCommand::Backup(args)) => {
+            let data_dir = ztka::config::resolve_data_dir(&file, args.data.data_dir.as_ref());
+            let (dest, dir) = (args.dest.clone(), data_dir.clone());
+            match tokio::task::spawn_blocking(move || ztka::backup::backup(&dir, &dest)).await {
+                Ok(Ok(m)) => {
+                    println!(
+                        "backed up {} to {} ({}): {} users, {} audit events, audit head seq {} hash {}",
+                        data_dir.display(),
+                        args.dest.display(),
+                        if m.online {
+                            "from the running server"
+                        } else {
+                            "offline"
+                        },
+                        m.snapshot.users,
+                        m.snapshot.audit_events,
+                        m.snapshot.audit_head_seq,
+                        m.snapshot.audit_head_hash
+                    );
+                    ExitCode::SUCCESS
+                }
+                Ok(Err(e)) if e.is_usage() => usage(e),
+                Ok(Err(e)) => failure(e),
+                Err(e) => failure(e),
+            }
+        }
+        Command::Admin(AdminCommand::Restore(args)) => {
+            let data_dir = ztka::config::resolve_data_dir(&file, args.data.data_dir.as_ref());
+            let (src, dir) = (args.src.clone(), data_dir.clone());
+            match tokio::task::spawn_blocking(move || ztka::backup::restore(&src, &dir)).await {
+                Ok(Ok(r)) => {
+                    let made = r
+                        .manifest
+                        .created_at
+                        .format(&time::format_description::well_known::Rfc3339)
+                        .unwrap_or_default();
+                    println!(
+                        "restored the backup made {made} into {}: {} users; audit {}",
+                        data_dir.display(),
+                        r.manifest.snapshot.users,
+                        r.audit
+                    );
+                    ExitCode::SUCCESS
+                }
+                Ok(Err(e)) if e.is_usage() => usage(e),
+                Ok(Err(e)) => failure(e),
+                Err(e) => failure(e),
+            }
+        }
+        Command::Admin(AdminCommand::Init(args)) => {
+            let config = match ServeConfig::resolve(&file, &args) {
+                Ok(c) => c,
+                Err(e) => return usage(e),
+            };
+            let dir = config.data_dir.clone();
+            match tokio::task::spawn_blocking(move || ztka::serve::initialize(&config)).await {
+                Ok(Ok(created)) => {
+                    println!("data directory {} is ready", dir.display());
+                    println!(
+                        "CA certificate: {}",
+                        dir.join(ztka::pki::CA_CERT_FILE).display()
+                    );
+                    if created {
+                        println!(
+                            "created user \"admin\"; its password is in {} and must be changed at first sign-in",
+                            dir.join(ztka::serve::INITIAL_ADMIN_PASSWORD_FILE).display()
+                        );
+                    }
+                    ExitCode::SUCCESS
+                }
+                Ok(Err(e)) if e.is_usage() => usage(e),
+                Ok(Err(e)) => failure(e),
+                Err(e) => failure(e),
+            }
+        }
         Command::Healthcheck(args) => match ztka::healthcheck::run(&file, &args).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => failure(format!("unhealthy: {e}")),

@@ -117,7 +117,24 @@ impl Server {
             app: crate::api::app(state.clone()),
             handshake_timeout: config.handshake_timeout,
         };
-        let task = tokio::spawn(server.run(shutdown));
+        let task = tokio::spawn(server.run(shutdown.clone()));
+        // Online backups (`ztka admin backup` while this server holds the database).
+        match crate::backup::socket::bind(&config.data_dir) {
+            Ok((listener, owner)) => {
+                tokio::spawn(crate::backup::socket::serve(
+                    listener,
+                    owner,
+                    config.data_dir.clone(),
+                    state.store.clone(),
+                    state.audit.clone(),
+                    shutdown,
+                ));
+            }
+            Err(e) => tracing::warn!(
+                error = %e,
+                "cannot open the admin socket; `ztka admin backup` needs the server stopped"
+            ),
+        }
         Ok(Self {
             addr,
             state,
@@ -141,6 +158,14 @@ impl Server {
             tracing::error!(error = %e, "cannot flush the audit log");
         }
     }
+}
+
+/// `ztka admin init`: the same first-start work as `serve` (data directory, CA, server
+/// certificate, first admin), without listening. Returns whether it created the admin with a
+/// generated password, which is then only in `<data-dir>/initial-admin-password`. Blocking.
+pub fn initialize(config: &ServeConfig) -> Result<bool, ServeError> {
+    let (_, _, generated) = prepare(config)?;
+    Ok(generated.is_some())
 }
 
 /// Blocking startup work: database, certificates, first admin.
@@ -244,14 +269,24 @@ pub async fn run(config: ServeConfig) -> Result<(), ServeError> {
     let external = config.external_url.url.clone();
     let server = Server::start(config, shutdown).await?;
     if let Some(pw) = &server.generated_admin_password {
-        println!(
-            "ztka: created user \"admin\" with password: {}",
-            pw.expose()
-        );
-        println!(
-            "ztka: the password is also in {} and must be changed at first sign-in",
-            data_dir.join(INITIAL_ADMIN_PASSWORD_FILE).display()
-        );
+        let file = data_dir.join(INITIAL_ADMIN_PASSWORD_FILE);
+        // Under systemd, stdout is the journal, which keeps what it is given and is often
+        // readable by more than root: there the password stays in its 0600 file only.
+        if std::env::var_os("JOURNAL_STREAM").is_some() {
+            println!(
+                "ztka: created user \"admin\"; its password is in {} and must be changed at first sign-in",
+                file.display()
+            );
+        } else {
+            println!(
+                "ztka: created user \"admin\" with password: {}",
+                pw.expose()
+            );
+            println!(
+                "ztka: the password is also in {} and must be changed at first sign-in",
+                file.display()
+            );
+        }
     }
     println!("ztka: listening on https://{}", server.addr);
     println!(

@@ -170,6 +170,17 @@ pub async fn run(config: AgentConfig, stop: CancellationToken) -> Result<(), Age
             name: crate::manifest::IDENTITY_SECRET.to_owned(),
         },
     };
+    // Under systemd (`Type=notify`, ztka-agent.service) the agent is up once its settings and
+    // the cluster connection are in hand: registering and keeping the tunnel are retried from
+    // here on, and may wait for the server as long as it takes.
+    crate::sdnotify::notify("READY=1");
+    {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            stop.cancelled().await;
+            crate::sdnotify::notify("STOPPING=1");
+        });
+    }
     let anonymous = HttpsClient::new(roots.clone(), None, Duration::from_secs(30))
         .map_err(|e| AgentError::Usage(e.to_string()))?;
     let identity = match store.load().await? {

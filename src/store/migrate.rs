@@ -65,7 +65,11 @@ pub(super) fn run(store: &Store) -> Result<()> {
 }
 
 pub fn current_version(store: &Store) -> Result<u64> {
-    let txn = store.db.begin_read()?;
+    version_in(&store.db.begin_read()?)
+}
+
+/// The schema version as seen by one read transaction.
+pub fn version_in(txn: &redb::ReadTransaction) -> Result<u64> {
     let table = match txn.open_table(META) {
         Ok(t) => t,
         Err(redb::TableError::TableDoesNotExist(_)) => return Ok(0),

@@ -3,6 +3,7 @@
 //! blocking thread pool.
 
 pub mod audit;
+pub mod backup;
 pub mod casbin;
 pub mod clusters;
 pub mod grants;
@@ -19,6 +20,9 @@ use redb::ReadableDatabase;
 pub use redb::{ReadTransaction, WriteTransaction};
 
 pub const DATABASE_FILE: &str = "ztka.redb";
+
+/// The schema version this binary writes (older databases are migrated up to it).
+pub const SCHEMA_VERSION: u64 = migrate::SCHEMA_VERSION;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

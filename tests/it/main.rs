@@ -4,7 +4,9 @@
 mod agent;
 mod api;
 mod audit;
+mod backup;
 mod fixture;
 mod listener;
+mod packaging;
 mod relay;
 mod serve;

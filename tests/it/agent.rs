@@ -162,6 +162,24 @@ async fn agent_registers_comes_online_survives_a_restart_and_is_refused_after_de
     );
     assert!(b["status"]["last_seen"].is_string());
 
+    // A frozen agent (no TCP reset, just silence) is noticed by keepalive within 30 s…
+    unsafe {
+        libc::kill(agent.id() as i32, libc::SIGSTOP);
+    }
+    let (_, noticed) = wait_for_cluster(&mut api, path, Duration::from_secs(30), |b| {
+        b["status"]["state"] == "offline"
+    })
+    .await;
+    eprintln!("frozen agent noticed after {noticed:?}");
+    // …and once it runs again it reconnects.
+    unsafe {
+        libc::kill(agent.id() as i32, libc::SIGCONT);
+    }
+    wait_for_cluster(&mut api, path, Duration::from_secs(45), |b| {
+        b["status"]["state"] == "online"
+    })
+    .await;
+
     // The list shows it too.
     let (s, list) = api.get("/api/v1/projects/shop/clusters").await;
     assert_eq!(s, 200);

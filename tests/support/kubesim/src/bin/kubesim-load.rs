@@ -4,6 +4,10 @@
 //! kubesim-load --kubeconfig PATH [--clients 16] [--duration 10] [--path /version] [--h2]
 //! kubesim-load --url https://HOST:PORT --token T --ca-file ca.pem ...
 //! kubesim-load --url https://HOST/k8s/CLUSTER --ca-file ca.pem --cert-file c.pem --key-file k.pem
+//! kubesim-load --url http://127.0.0.1:8001 ...            (plain HTTP, e.g. `kubectl proxy`)
+//! kubesim-load ... --h2 --watches 5000 --path /api/v1/namespaces/default/pods
+//!     opens that many watches (spread over --clients connections), holds them for
+//!     --duration, and reports how many the server accepted.
 //!
 //! A kubeconfig may carry a token or a client certificate (`client-certificate-data`,
 //! `client-key-data`), as ztka's do.
@@ -30,6 +34,7 @@ struct Args {
     duration: Duration,
     path: String,
     h2: bool,
+    watches: usize,
 }
 
 fn parse_args() -> Result<Args, BoxError> {
@@ -43,6 +48,7 @@ fn parse_args() -> Result<Args, BoxError> {
         duration: Duration::from_secs(10),
         path: "/version".into(),
         h2: false,
+        watches: 0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -75,6 +81,7 @@ fn parse_args() -> Result<Args, BoxError> {
             "--duration" => args.duration = Duration::from_secs_f64(value()?.parse()?),
             "--path" => args.path = value()?,
             "--h2" => args.h2 = true,
+            "--watches" => args.watches = value()?.parse()?,
             other => return Err(format!("unknown argument {other}").into()),
         }
     }
@@ -84,36 +91,93 @@ fn parse_args() -> Result<Args, BoxError> {
     Ok(args)
 }
 
-async fn client(
-    args: Arc<Args>,
+trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for T {}
+
+/// Connects to the URL's host (TLS for https://, plain for http://); returns the IO and
+/// the absolute URI of `path` under the URL.
+async fn connect(
+    args: &Args,
     config: Arc<rustls::ClientConfig>,
-    deadline: Instant,
-) -> Result<(Vec<Duration>, u64), BoxError> {
-    let authority = args
-        .url
-        .strip_prefix("https://")
-        .ok_or("the URL must start with https://")?
-        .split('/')
-        .next()
-        .unwrap_or_default()
-        .to_owned();
+    path: &str,
+) -> Result<(TokioIo<Box<dyn Stream>>, String), BoxError> {
+    let (tls, rest) = match (
+        args.url.strip_prefix("https://"),
+        args.url.strip_prefix("http://"),
+    ) {
+        (Some(r), _) => (true, r),
+        (None, Some(r)) => (false, r),
+        _ => return Err("the URL must start with https:// or http://".into()),
+    };
+    let authority = rest.split('/').next().unwrap_or_default().to_owned();
     let host = authority
         .rsplit_once(':')
         .map_or(authority.as_str(), |(h, _)| h)
         .trim_matches(['[', ']'])
         .to_owned();
-    let base_path = args
-        .url
-        .strip_prefix("https://")
-        .and_then(|r| r.find('/').map(|i| r[i..].trim_end_matches('/').to_owned()))
+    let base_path = rest
+        .find('/')
+        .map(|i| rest[i..].trim_end_matches('/').to_owned())
         .unwrap_or_default();
-    let uri = format!("https://{authority}{base_path}{}", args.path);
+    let scheme = if tls { "https" } else { "http" };
+    let uri = format!("{scheme}://{authority}{base_path}{path}");
     let tcp = tokio::net::TcpStream::connect(&authority).await?;
     tcp.set_nodelay(true)?;
-    let tls = tokio_rustls::TlsConnector::from(config)
-        .connect(ServerName::try_from(host)?, tcp)
-        .await?;
-    let io = TokioIo::new(tls);
+    let io: Box<dyn Stream> = if tls {
+        Box::new(
+            tokio_rustls::TlsConnector::from(config)
+                .connect(ServerName::try_from(host)?, tcp)
+                .await?,
+        )
+    } else {
+        Box::new(tcp)
+    };
+    Ok((TokioIo::new(io), uri))
+}
+
+/// Opens `count` watches on one HTTP/2 connection; returns how many were accepted. The
+/// watches stay open until `deadline`.
+async fn watcher(
+    args: Arc<Args>,
+    config: Arc<rustls::ClientConfig>,
+    count: usize,
+    deadline: Instant,
+) -> Result<usize, BoxError> {
+    let sep = if args.path.contains('?') { '&' } else { '?' };
+    let (io, uri) = connect(&args, config, &format!("{}{sep}watch=true", args.path)).await?;
+    let (sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await?;
+    tokio::spawn(conn);
+    let mut opened = 0;
+    let mut bodies = Vec::new();
+    for _ in 0..count {
+        let mut sender = sender.clone();
+        sender.ready().await?;
+        let mut req = hyper::Request::get(&uri).header("accept", "application/json");
+        if !args.token.is_empty() {
+            req = req.header("authorization", format!("Bearer {}", args.token));
+        }
+        let resp = sender.send_request(req.body(Empty::<Bytes>::new())?).await?;
+        if resp.status().is_success() {
+            opened += 1;
+            let mut body = resp.into_body();
+            bodies.push(tokio::spawn(async move {
+                while let Some(Ok(_)) = body.frame().await {}
+            }));
+        }
+    }
+    tokio::time::sleep_until(deadline.into()).await;
+    for b in bodies {
+        b.abort();
+    }
+    Ok(opened)
+}
+
+async fn client(
+    args: Arc<Args>,
+    config: Arc<rustls::ClientConfig>,
+    deadline: Instant,
+) -> Result<(Vec<Duration>, u64), BoxError> {
+    let (io, uri) = connect(&args, config, &args.path).await?;
     let mut latencies = Vec::new();
     let mut errors = 0;
     macro_rules! run {
@@ -190,6 +254,25 @@ async fn main() -> Result<(), BoxError> {
         b"http/1.1".to_vec()
     }];
     let config = Arc::new(config);
+    if args.watches > 0 {
+        let per = args.watches.div_ceil(args.clients.max(1));
+        let deadline = Instant::now() + args.duration;
+        let tasks: Vec<_> = (0..args.clients.max(1))
+            .map(|i| {
+                let n = per.min(args.watches.saturating_sub(i * per));
+                tokio::spawn(watcher(args.clone(), config.clone(), n, deadline))
+            })
+            .collect();
+        let mut opened = 0;
+        for t in tasks {
+            match t.await? {
+                Ok(n) => opened += n,
+                Err(e) => eprintln!("watcher failed: {e}"),
+            }
+        }
+        println!("watches requested={} opened={opened}", args.watches);
+        return Ok(());
+    }
     let started = Instant::now();
     let deadline = started + args.duration;
     let tasks: Vec<_> = (0..args.clients)

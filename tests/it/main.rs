@@ -3,6 +3,7 @@
 
 mod api;
 mod audit;
+mod console;
 mod fixture;
 mod listener;
 mod serve;

@@ -12,11 +12,16 @@
 // ZTKA_BOOTSTRAP_TOKEN and ZTKA_BOOTSTRAP_MANIFEST (a file) in its environment; CMD starts an
 // agent that registers with that token, and is stopped when the script ends.
 //
+// Without --clusters, the cluster pages are still exercised, against a stand-in for the
+// cluster endpoints inside the browser (--no-simulated-clusters turns that off): it follows
+// the API contract (list, create, get, bootstrap), so the import flow, the manifest, and the
+// status turning online by polling are checked until the real API is used.
+//
 // Exit status 0 when every step passed; otherwise the failing step, its error and a
 // screenshot of the page at that moment (failure-*.png).
 
 import { spawn, spawnSync } from "node:child_process";
-import { createHash } from "node:crypto";
+import { createHash, X509Certificate } from "node:crypto";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -32,6 +37,7 @@ const { values: args } = parseArgs({
     screenshots: { type: "string", default: "docs/screenshots" },
     clusters: { type: "boolean", default: process.env.ZTKA_E2E_CLUSTERS === "1" },
     "agent-command": { type: "string", default: process.env.ZTKA_E2E_AGENT_COMMAND },
+    "no-simulated-clusters": { type: "boolean", default: false },
     kubectl: { type: "string", default: process.env.KUBECTL ?? "kubectl" },
     chromium: { type: "string", default: process.env.CHROMIUM ?? "/usr/bin/chromium" },
   },
@@ -48,6 +54,7 @@ for (const required of ["url", "ca", "password-file"]) {
 const BASE = args.url.replace(/\/$/, "");
 const SHOTS = resolve(args.screenshots);
 mkdirSync(SHOTS, { recursive: true });
+rmSync(join(SHOTS, "failure.png"), { force: true });
 const work = mkdtempSync(join(tmpdir(), "ztka-e2e-"));
 
 const ADMIN_PASSWORD = "an admin passphrase for the console test";
@@ -96,7 +103,7 @@ async function serverKeyPin() {
       const cert = sock.getPeerCertificate(false);
       sock.end();
       if (!sock.authorized) fail(new Error(`server certificate not trusted: ${sock.authorizationError}`));
-      else ok(cert.pubkey);
+      else ok(new X509Certificate(cert.raw).publicKey.export({ type: "spki", format: "der" }));
     });
     sock.on("error", fail);
   });
@@ -158,6 +165,98 @@ async function choosePassword(page, current, next) {
 
 /** The dialog that is open now. */
 const dialog = (page) => page.locator("dialog[open]");
+
+/**
+ * A stand-in for `/api/v1/projects/{p}/clusters[...]` in one browser context, following the
+ * cluster API contract. `connect(name)` plays an agent that registers and comes online.
+ */
+async function simulateClusterApi(context) {
+  const clusters = new Map();
+  const now = () => new Date().toISOString();
+  const json = (route, status, body) =>
+    route.fulfill({ status, contentType: "application/json", body: body === undefined ? "" : JSON.stringify(body) });
+  const notFound = (route, what) =>
+    json(route, 404, { error: { code: "not_found", message: `${what} not found`, request_id: "simulated" } });
+  await context.route(/\/api\/v1\/projects\/[^/]+\/clusters(\/|\?|$)/, async (route) => {
+    const req = route.request();
+    const url = new URL(req.url());
+    const [, , , , project, , name, sub] = url.pathname.split("/");
+    const key = `${project}/${name}`;
+    if (!name) {
+      if (req.method() === "GET") {
+        const items = [...clusters.values()].filter((c) => c.project === project);
+        return json(route, 200, { items, next_cursor: null });
+      }
+      const body = req.postDataJSON();
+      if (!/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(body.name ?? "")) {
+        return json(route, 400, {
+          error: {
+            code: "invalid_input",
+            message: "name: must be a DNS-1123 label",
+            field: "name",
+            request_id: "simulated",
+          },
+        });
+      }
+      const c = {
+        id: `01900000-0000-7000-8000-${String(clusters.size + 1).padStart(12, "0")}`,
+        name: body.name,
+        project,
+        description: body.description ?? "",
+        created_at: now(),
+        status: {
+          state: "pending",
+          registered_at: null,
+          connected_since: null,
+          last_heartbeat: null,
+          agent_version: null,
+          kubernetes_version: null,
+        },
+      };
+      clusters.set(`${project}/${c.name}`, c);
+      return json(route, 201, c);
+    }
+    const c = clusters.get(key);
+    if (!c) return notFound(route, `cluster ${name}`);
+    if (sub === "bootstrap") {
+      const token = "ztka_bt_simulated0123456789";
+      return json(route, 201, {
+        token,
+        expires_at: new Date(Date.now() + 3600e3).toISOString(),
+        manifest: [
+          "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: ztka-system",
+          "apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: ztka-agent\n  namespace: ztka-system",
+          "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: ztka-agent\n  namespace: ztka-system\nspec:\n  replicas: 1",
+        ].join("\n---\n"),
+        install_command: `curl -fsS --cacert ca.crt ${BASE}/agent/v1/install/${token} | kubectl apply -f -`,
+      });
+    }
+    if (req.method() === "GET") return json(route, 200, c);
+    if (req.method() === "PATCH") {
+      c.description = req.postDataJSON().description ?? c.description;
+      return json(route, 200, c);
+    }
+    if (req.method() === "DELETE") {
+      clusters.delete(key);
+      return json(route, 204);
+    }
+    return json(route, 405, { error: { code: "method_not_allowed", message: "no", request_id: "simulated" } });
+  });
+  return {
+    connect(project, name) {
+      const c = clusters.get(`${project}/${name}`);
+      const t = now();
+      Object.assign(c.status, {
+        state: "online",
+        registered_at: t,
+        connected_since: t,
+        last_heartbeat: t,
+        agent_version: "0.1.0",
+        kubernetes_version: "v1.33.1",
+      });
+    },
+  };
+}
 
 async function main() {
   const initial = readFileSync(args["password-file"], "utf8").trim();
@@ -269,34 +368,35 @@ async function main() {
       await d.getByLabel("Description (optional)").fill("Everyone who ships payments");
       await d.getByRole("button", { name: "Create group" }).click();
       await heading(admin, "developers");
-      await admin.getByLabel("Add a member").fill("alice");
+      await admin.getByRole("form", { name: "Add a member" }).getByLabel("User name").fill("alice");
       await admin.getByRole("button", { name: "Add", exact: true }).click();
       await admin.locator(".member-list").getByRole("link", { name: "alice" }).waitFor();
       await admin.getByRole("heading", { name: "Members (1)" }).waitFor();
       await shot(admin, "group");
       await nav(admin, "Groups");
-      await admin.getByRole("cell", { name: "1 member" }).waitFor();
+      await admin.getByRole("cell", { name: "1 member", exact: true }).waitFor();
       await shot(admin, "groups");
     });
 
     await step("grant the group a project role and alice a namespace role until a date", async () => {
       await nav(admin, "Access");
-      await admin.getByRole("heading", { name: "No grants yet" }).waitFor();
+      // The first admin's own grant is there from the start.
+      await admin.getByRole("row").filter({ hasText: "the organization" }).waitFor();
       await admin.getByRole("button", { name: "Grant access" }).first().click();
       let d = dialog(admin);
       await d.getByText("A group").click();
-      await d.getByLabel("Group").fill("developers");
-      await d.getByLabel("Role").selectOption("project-admin");
-      await d.getByLabel("Project").selectOption(PROJECT);
+      await d.getByLabel("Group", { exact: true }).fill("developers");
+      await d.getByLabel("Role", { exact: true }).selectOption("project-admin");
+      await d.getByLabel("Project", { exact: true }).selectOption(PROJECT);
       await d.getByRole("button", { name: "Grant", exact: true }).click();
       await admin.getByRole("row").filter({ hasText: "developers" }).filter({ hasText: "project-admin" }).waitFor();
 
       await admin.getByRole("button", { name: "Grant access" }).first().click();
       d = dialog(admin);
       await d.getByText("A user").click();
-      await d.getByLabel("User").fill("alice");
-      await d.getByLabel("Role").selectOption("namespace-read-only");
-      await d.getByLabel("Project").selectOption(PROJECT);
+      await d.getByLabel("User", { exact: true }).fill("alice");
+      await d.getByLabel("Role", { exact: true }).selectOption("namespace-read-only");
+      await d.getByLabel("Project", { exact: true }).selectOption(PROJECT);
       // Missing namespaces: the server names the field and the console shows it there.
       await d.getByRole("button", { name: "Grant", exact: true }).click();
       await d.locator(".field.invalid").filter({ hasText: "Namespaces" }).locator(".field-error").waitFor();
@@ -322,11 +422,11 @@ async function main() {
       const d = dialog(admin);
       await d.getByLabel("Name").fill("release pipeline");
       await d.getByRole("button", { name: "Create token" }).click();
-      const token = await d.getByLabel("API token").innerText();
+      const token = await d.getByLabel("API token", { exact: true }).innerText();
       expect(token.startsWith("ztka_"), `token looks like ${token.slice(0, 5)}…`);
       await shot(admin, "token-created");
       await d.getByRole("button", { name: "I have copied it" }).click();
-      await admin.getByRole("cell", { name: "release pipeline" }).waitFor();
+      await admin.getByRole("cell", { name: "release pipeline", exact: true }).waitFor();
       const page = await admin.locator("main").innerText();
       expect(!page.includes(token), "the token is not shown again");
       await shot(admin, "tokens");
@@ -357,10 +457,49 @@ async function main() {
       await nav(admin, "My kubeconfig");
       await admin.getByRole("link", { name: "Download for all clusters" }).waitFor();
       await shot(admin, "kubeconfig");
-      await admin.getByRole("link", { name: "Your account" }).click();
+      await admin.getByRole("link", { name: /^Your account/ }).click();
       await heading(admin, "Your account");
       await shot(admin, "account");
     });
+
+    if (!args.clusters && !args["no-simulated-clusters"]) {
+      await step("[simulated cluster API] import a cluster, see the manifest, watch it come online", async () => {
+        const sim = await simulateClusterApi(adminCtx);
+        await admin.goto(`${BASE}/projects/${PROJECT}`);
+        await heading(admin, PROJECT);
+        await admin.getByRole("heading", { name: "No clusters in this project yet" }).waitFor();
+        await admin.getByRole("button", { name: "Import cluster" }).first().click();
+        const d = dialog(admin);
+        await d.getByLabel("Name").fill(CLUSTER);
+        await d.getByLabel("Description (optional)").fill("Development cluster");
+        await d.getByRole("button", { name: "Create and get the manifest" }).click();
+        await d.getByLabel("Install command").waitFor();
+        await d.getByText("Show the manifest").click();
+        expect((await d.getByLabel("Agent manifest").innerText()).includes("kind: Deployment"), "manifest shown");
+        await d.locator('.live-status[data-state="pending"]').waitFor();
+        await shot(admin, "cluster-import");
+        const navigations = [];
+        admin.on("framenavigated", (f) => f === admin.mainFrame() && navigations.push(f.url()));
+        sim.connect(PROJECT, CLUSTER);
+        await d.locator('.live-status[data-state="online"]').waitFor({ timeout: 10000 });
+        expect(navigations.length === 0, `the page reloaded: ${navigations.join(", ")}`);
+        await shot(admin, "cluster-online");
+        await d.getByRole("button", { name: "Done" }).click();
+        await heading(admin, new RegExp(`^${CLUSTER}`));
+        await admin.getByText("v1.33.1").first().waitFor();
+        await shot(admin, "cluster");
+        await admin.getByRole("link", { name: PROJECT }).click();
+        await admin.getByRole("row").filter({ hasText: CLUSTER }).getByText("online").waitFor();
+        await shot(admin, "project-with-cluster");
+        await nav(admin, "Overview");
+        await admin.getByText("1/1").waitFor();
+        await shot(admin, "overview");
+        await nav(admin, "My kubeconfig");
+        await admin.getByRole("link", { name: `Download kubeconfig for ${CLUSTER}` }).waitFor();
+        await shot(admin, "kubeconfig-with-cluster");
+        await adminCtx.unrouteAll({ behavior: "ignoreErrors" });
+      });
+    }
 
     let agent = null;
     if (args.clusters) {
@@ -435,7 +574,7 @@ async function main() {
       await shot(alice, "overview-alice");
       await nav(alice, "Projects");
       await alice.getByRole("link", { name: PROJECT }).waitFor();
-      await alice.getByRole("link", { name: "Your account" }).click();
+      await alice.getByRole("link", { name: /^Your account/ }).click();
       await alice.getByText("via group developers").waitFor();
       await alice.getByText("namespace-read-only").waitFor();
       await shot(alice, "account-alice");

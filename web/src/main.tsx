@@ -75,6 +75,8 @@ function App() {
           // The session may already be gone; signing out locally is what matters.
         }
         setCsrfToken(null);
+        // A deliberate sign-out starts afresh instead of returning to this page.
+        navigate("/login", { replace: true });
         setAuth({ state: "signed-out", message: "You are signed out." });
       },
     };
@@ -159,7 +161,7 @@ function Shell({ path }: { path: string }) {
           <span>ztka</span>
         </Link>
         <div class="topbar-right">
-          <Link href="/account" class="whoami" title="Your account">
+          <Link href="/account" class="whoami" title="Your account" aria-label={`Your account: ${s.me.user.name}`}>
             <Icon name="user" />
             <span>{s.me.user.display_name || s.me.user.name}</span>
           </Link>

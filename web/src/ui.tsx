@@ -1,7 +1,7 @@
 // Shared building blocks: data loading, forms that show API errors next to their fields,
 // dialogs, empty states, badges, copyable code and notices.
 import type { ComponentChildren, JSX, RefObject } from "preact";
-import { useCallback, useEffect, useId, useRef, useState } from "preact/hooks";
+import { useCallback, useEffect, useId, useLayoutEffect, useRef, useState } from "preact/hooks";
 import { ApiError } from "./api";
 import { absolute, relative } from "./format";
 
@@ -19,9 +19,14 @@ export function useLoad<T>(load: () => Promise<T>, deps: unknown[], pollMs = 0):
   const [state, setState] = useState<{ data?: T; error?: ApiError; loading: boolean }>({ loading: true });
   const [tick, setTick] = useState(0);
   const reload = useCallback(() => setTick((t) => t + 1), []);
+  const lastDeps = useRef<unknown[] | null>(null);
   useEffect(() => {
     let live = true;
-    setState((s) => ({ ...s, loading: true }));
+    // New inputs (another filter, another page) must not show the previous answer meanwhile;
+    // a reload of the same inputs keeps it on screen.
+    const same = lastDeps.current !== null && lastDeps.current.every((d, i) => Object.is(d, deps[i]));
+    lastDeps.current = deps;
+    setState((s) => (same ? { ...s, loading: true } : { loading: true }));
     load().then(
       (data) => live && setState({ data, loading: false }),
       (error) => live && setState((s) => ({ data: s.data, error: asApiError(error), loading: false })),
@@ -332,9 +337,23 @@ export function Card({
 }
 
 export function TableWrap({ children, label }: { children: ComponentChildren; label: string }) {
+  const ref = useRef<HTMLTableElement>(null);
+  // Narrow screens show each row as a card; every cell carries its column's name for that.
+  useLayoutEffect(() => {
+    const table = ref.current;
+    if (!table) return;
+    const names = [...table.querySelectorAll("thead th")].map((th) =>
+      th.classList.contains("actions-col") ? "" : (th.textContent?.trim() ?? ""),
+    );
+    for (const row of table.querySelectorAll("tbody tr")) {
+      const cells = row.querySelectorAll(":scope > td");
+      if (cells.length !== names.length) continue;
+      cells.forEach((td, i) => td.setAttribute("data-label", names[i]));
+    }
+  });
   return (
     <div class="table-wrap" role="region" aria-label={label} tabIndex={0}>
-      <table>{children}</table>
+      <table ref={ref}>{children}</table>
     </div>
   );
 }
@@ -537,7 +556,7 @@ export function notify(text: string, tone: "ok" | "bad" = "ok"): void {
   window.setTimeout(() => {
     notices = notices.filter((x) => x.id !== n.id);
     noticeListeners.forEach((l) => l());
-  }, 5000);
+  }, 4000);
 }
 
 export function Notices() {

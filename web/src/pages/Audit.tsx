@@ -39,12 +39,12 @@ function filtersFrom(query: URLSearchParams): Query {
   return q;
 }
 
-export function OutcomeBadge({ e }: { e: AuditEvent }) {
+export function OutcomeBadge({ e, brief }: { e: AuditEvent; brief?: boolean }) {
   const tone = e.outcome === "success" ? "ok" : e.outcome === "denied" ? "warn" : "bad";
   return (
     <Badge tone={tone}>
       {e.outcome}
-      {e.status ? ` ${e.status}` : ""}
+      {e.status && !brief ? ` ${e.status}` : ""}
     </Badge>
   );
 }
@@ -56,7 +56,12 @@ export function describeTarget(e: AuditEvent): string {
     return [k.verb, what, k.name].filter(Boolean).join(" ");
   }
   const t = e.target;
-  return [t.kind, t.name].filter(Boolean).join(" ");
+  const d = (e.details ?? {}) as Record<string, unknown>;
+  const str = (v: unknown) => (typeof v === "string" ? v : undefined);
+  if (t.kind === "grant" && str(d.role)) {
+    return [str(d.role), str(d.subject) && `to ${d.subject}`].filter(Boolean).join(" ");
+  }
+  return [t.kind, t.name, str(d.user) && `· ${d.user}`].filter(Boolean).join(" ");
 }
 
 function where(e: AuditEvent): string {
@@ -64,6 +69,11 @@ function where(e: AuditEvent): string {
   return [t.project && `project ${t.project}`, t.cluster && `cluster ${t.cluster}`, t.namespace && `ns ${t.namespace}`]
     .filter(Boolean)
     .join(" · ");
+}
+
+/** Leaves out unset fields so the details show what the event carries. */
+function withoutNulls(_key: string, value: unknown): unknown {
+  return value === null ? undefined : value;
 }
 
 function EventRow({ e }: { e: AuditEvent }) {
@@ -130,7 +140,7 @@ function EventRow({ e }: { e: AuditEvent }) {
               </dd>
             </dl>
             {(e.details !== undefined || e.kube) && (
-              <pre class="snippet">{JSON.stringify({ details: e.details, kube: e.kube }, null, 2)}</pre>
+              <pre class="snippet">{JSON.stringify({ details: e.details, kube: e.kube }, withoutNulls, 2)}</pre>
             )}
           </td>
         </tr>

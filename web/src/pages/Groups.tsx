@@ -119,7 +119,7 @@ function AddMember({ group, members, onDone }: { group: string; members: User[];
     });
   return (
     <Form onSubmit={submit} error={action.error} fields={["user"]} class="form inline" label="Add a member">
-      <Field label="Add a member" name="user" error={action.error}>
+      <Field label="User name" name="user" error={action.error}>
         {(a) => (
           <>
             <input

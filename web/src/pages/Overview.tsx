@@ -44,6 +44,14 @@ function Activity() {
             <p class="muted">Nothing has happened yet.</p>
           ) : (
             <TableWrap label="Recent activity">
+              <thead class="sr-only">
+                <tr>
+                  <th>Time</th>
+                  <th>Who</th>
+                  <th>Action</th>
+                  <th>Outcome</th>
+                </tr>
+              </thead>
               <tbody>
                 {list.map((e) => (
                   <tr key={e.seq}>
@@ -55,7 +63,7 @@ function Activity() {
                       <code>{e.action}</code> <span class="muted">{describeTarget(e)}</span>
                     </td>
                     <td>
-                      <OutcomeBadge e={e} />
+                      <OutcomeBadge e={e} brief />
                     </td>
                   </tr>
                 ))}
@@ -128,7 +136,7 @@ export function Overview() {
           </ol>
         </Card>
       )}
-      <div class="grid two">
+      <div class="grid two wide-second">
         <Card title="Clusters needing attention">
           {clustersMissing ? (
             <p class="muted">This server does not report clusters yet.</p>

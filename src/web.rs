@@ -118,7 +118,11 @@ mod tests {
 
         let res = get("/assets/index-00000000.js").await;
         assert_eq!(res.status(), StatusCode::NOT_FOUND);
-        assert_ne!(res.headers()[header::CACHE_CONTROL], "public, max-age=31536000, immutable");
+        assert!(
+            res.headers()
+                .get(header::CACHE_CONTROL)
+                .is_none_or(|v| !v.to_str().unwrap().contains("immutable"))
+        );
     }
 
     /// The policy forbids inline code, so the committed build must not contain any, and every
@@ -128,12 +132,21 @@ mod tests {
         let html = index_html();
         let lower = html.to_ascii_lowercase();
         assert!(!lower.contains("<style"), "inline <style> in index.html");
-        assert!(!lower.contains(" style="), "inline style attribute in index.html");
-        assert!(!lower.contains("javascript:"), "javascript: URL in index.html");
+        assert!(
+            !lower.contains(" style="),
+            "inline style attribute in index.html"
+        );
+        assert!(
+            !lower.contains("javascript:"),
+            "javascript: URL in index.html"
+        );
         let mut scripts = 0;
         for tag in lower.split("<script").skip(1) {
             let open = tag.split('>').next().unwrap();
-            assert!(open.contains(" src="), "inline <script> in index.html: {open}");
+            assert!(
+                open.contains(" src="),
+                "inline <script> in index.html: {open}"
+            );
             scripts += 1;
         }
         assert!(scripts >= 1, "index.html loads no script");

@@ -85,7 +85,15 @@ fn console_in_chromium_admin_and_second_user_flows() {
         Some(s) if s.success() => {
             assert!(out.contains("steps passed"), "{out}");
             // Every page was captured in both schemes.
-            for page in ["login", "overview-empty", "project", "users", "group", "access", "audit"] {
+            for page in [
+                "login",
+                "overview-empty",
+                "project",
+                "users",
+                "group",
+                "access",
+                "audit",
+            ] {
                 for scheme in ["light", "dark"] {
                     let f = shots.join(format!("{page}-{scheme}.png"));
                     assert!(f.is_file(), "missing screenshot {}", f.display());

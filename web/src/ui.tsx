@@ -540,6 +540,18 @@ export function DownloadText({
 
 // ---- Notices ----
 
+/** Runs an action started from a button; a notice says how it went. True when it worked. */
+export async function attempt(fn: () => Promise<unknown>, done: string): Promise<boolean> {
+  try {
+    await fn();
+    notify(done);
+    return true;
+  } catch (e) {
+    notify(asApiError(e).message, "bad");
+    return false;
+  }
+}
+
 interface Notice {
   id: number;
   text: string;

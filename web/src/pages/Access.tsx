@@ -15,6 +15,7 @@ import {
   PageHeader,
   TableWrap,
   Time,
+  attempt,
   notify,
   useAction,
   useConfirm,
@@ -88,12 +89,7 @@ export function GrantsTable({
       danger: true,
     });
     if (!ok) return;
-    try {
-      await api.del(`/grants/${seg(g.id)}`);
-      notify(`Removed ${g.role} from ${g.subject.name}.`);
-    } catch (e) {
-      notify(e instanceof Error ? e.message : String(e), "bad");
-    }
+    await attempt(() => api.del(`/grants/${seg(g.id)}`), `Removed ${g.role} from ${g.subject.name}.`);
     onChanged();
   };
   const canRemove = (g: Grant) => (g.project ? caps.manageGrants(g.project) : caps.orgWrite);

@@ -4,7 +4,7 @@ import { ClusterState, InstallPanel, clustersPath } from "../clusters";
 import { Icon } from "../icons";
 import { Link, navigate } from "../router";
 import { useSession } from "../session";
-import { Alert, Button, Card, Dialog, Loader, PageHeader, Time, notify, useAction, useConfirm, useLoad } from "../ui";
+import { Alert, Button, Card, Dialog, Loader, PageHeader, Time, attempt, useAction, useConfirm, useLoad } from "../ui";
 import { EditDescription } from "./Project";
 
 export function ClusterPage({ project, name }: { project: string; name: string }) {
@@ -32,13 +32,8 @@ export function ClusterPage({ project, name }: { project: string; name: string }
       danger: true,
     });
     if (!ok) return;
-    try {
-      await api.del(clustersPath(project, name));
-      notify(`Cluster ${name} deleted.`);
+    if (await attempt(() => api.del(clustersPath(project, name)), `Cluster ${name} deleted.`))
       navigate(`/projects/${seg(project)}`);
-    } catch (e) {
-      notify(e instanceof Error ? e.message : String(e), "bad");
-    }
   };
 
   return (

@@ -7,7 +7,6 @@ import { useSession } from "../session";
 import {
   Button,
   Card,
-  Dialog,
   Empty,
   Field,
   Form,
@@ -15,6 +14,7 @@ import {
   PageHeader,
   TableWrap,
   Time,
+  attempt,
   notify,
   useAction,
   useConfirm,
@@ -22,34 +22,7 @@ import {
 } from "../ui";
 import { GrantDialog, GrantsTable } from "./Access";
 import { EditDescription } from "./Project";
-import { NameAndDescriptionFields } from "./Projects";
-
-function CreateGroup({ open, onClose }: { open: boolean; onClose: () => void }) {
-  const action = useAction();
-  const submit = (data: FormData) =>
-    action.run(async () => {
-      const g = await api.post<Group>("/groups", {
-        name: String(data.get("name") ?? "").trim(),
-        description: String(data.get("description") ?? ""),
-      });
-      notify(`Group ${g.name} created.`);
-      onClose();
-      navigate(`/groups/${seg(g.name)}`);
-    });
-  return (
-    <Dialog open={open} title="New group" onClose={onClose}>
-      <Form onSubmit={submit} error={action.error} fields={["name", "description"]} label="New group">
-        <NameAndDescriptionFields error={action.error} what="group" />
-        <div class="form-actions">
-          <Button onClick={onClose}>Cancel</Button>
-          <Button type="submit" variant="primary" busy={action.busy}>
-            Create group
-          </Button>
-        </div>
-      </Form>
-    </Dialog>
-  );
-}
+import { CreateNamed } from "./Projects";
 
 export function Groups() {
   const { caps } = useSession();
@@ -100,7 +73,7 @@ export function Groups() {
           )
         }
       </Loader>
-      <CreateGroup open={open} onClose={() => setOpen(false)} />
+      <CreateNamed what="group" open={open} onClose={() => setOpen(false)} />
     </>
   );
 }
@@ -171,12 +144,7 @@ export function GroupPage({ name }: { name: string }) {
       danger: true,
     });
     if (!ok) return;
-    try {
-      await api.del(`/groups/${seg(name)}/members/${seg(u.name)}`);
-      notify(`${u.name} removed from ${name}.`);
-    } catch (e) {
-      notify(e instanceof Error ? e.message : String(e), "bad");
-    }
+    await attempt(() => api.del(`/groups/${seg(name)}/members/${seg(u.name)}`), `${u.name} removed from ${name}.`);
     changed();
   };
   const remove = async () => {
@@ -187,13 +155,7 @@ export function GroupPage({ name }: { name: string }) {
       danger: true,
     });
     if (!ok) return;
-    try {
-      await api.del(`/groups/${seg(name)}`);
-      notify(`Group ${name} deleted.`);
-      navigate("/groups");
-    } catch (e) {
-      notify(e instanceof Error ? e.message : String(e), "bad");
-    }
+    if (await attempt(() => api.del(`/groups/${seg(name)}`), `Group ${name} deleted.`)) navigate("/groups");
   };
   return (
     <Loader state={group} what="Loading the group">

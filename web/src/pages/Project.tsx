@@ -16,6 +16,7 @@ import {
   PageHeader,
   TableWrap,
   Time,
+  attempt,
   notify,
   useAction,
   useConfirm,
@@ -254,13 +255,7 @@ export function ProjectPage({ name }: { name: string }) {
       danger: true,
     });
     if (!ok) return;
-    try {
-      await api.del(`/projects/${seg(name)}`);
-      notify(`Project ${name} deleted.`);
-      navigate("/projects");
-    } catch (e) {
-      notify(e instanceof Error ? e.message : String(e), "bad");
-    }
+    if (await attempt(() => api.del(`/projects/${seg(name)}`), `Project ${name} deleted.`)) navigate("/projects");
   };
   return (
     <Loader state={project} what="Loading the project">

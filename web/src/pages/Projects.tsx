@@ -1,5 +1,5 @@
 import { useState } from "preact/hooks";
-import { api, seg, type Project } from "../api";
+import { api, seg } from "../api";
 import { clustersByProject } from "../clusters";
 import { plural } from "../format";
 import { Icon } from "../icons";
@@ -45,26 +45,36 @@ export function NameAndDescriptionFields({
   );
 }
 
-function CreateProject({ open, onClose }: { open: boolean; onClose: () => void }) {
+/** Creating a project or group: name and description, then its page. */
+export function CreateNamed({
+  what,
+  open,
+  onClose,
+}: {
+  what: "project" | "group";
+  open: boolean;
+  onClose: () => void;
+}) {
   const action = useAction();
+  const path = `/${what}s`;
   const submit = (data: FormData) =>
     action.run(async () => {
-      const p = await api.post<Project>("/projects", {
+      const created = await api.post<{ name: string }>(path, {
         name: String(data.get("name") ?? "").trim(),
         description: String(data.get("description") ?? ""),
       });
-      notify(`Project ${p.name} created.`);
+      notify(`${what === "project" ? "Project" : "Group"} ${created.name} created.`);
       onClose();
-      navigate(`/projects/${seg(p.name)}`);
+      navigate(`${path}/${seg(created.name)}`);
     });
   return (
-    <Dialog open={open} title="New project" onClose={onClose}>
-      <Form onSubmit={submit} error={action.error} fields={["name", "description"]} label="New project">
-        <NameAndDescriptionFields error={action.error} what="project" />
+    <Dialog open={open} title={`New ${what}`} onClose={onClose}>
+      <Form onSubmit={submit} error={action.error} fields={["name", "description"]} label={`New ${what}`}>
+        <NameAndDescriptionFields error={action.error} what={what} />
         <div class="form-actions">
           <Button onClick={onClose}>Cancel</Button>
           <Button type="submit" variant="primary" busy={action.busy}>
-            Create project
+            Create {what}
           </Button>
         </div>
       </Form>
@@ -140,7 +150,7 @@ export function Projects() {
           )
         }
       </Loader>
-      <CreateProject open={open} onClose={() => setOpen(false)} />
+      <CreateNamed what="project" open={open} onClose={() => setOpen(false)} />
     </>
   );
 }

@@ -13,7 +13,7 @@ import {
   PageHeader,
   TableWrap,
   Time,
-  notify,
+  attempt,
   useAction,
   useConfirm,
   useLoad,
@@ -100,12 +100,7 @@ export function Tokens() {
       danger: true,
     });
     if (!ok) return;
-    try {
-      await api.del(`/tokens/${seg(t.id)}`);
-      notify(`Token ${t.name} deleted.`);
-    } catch (e) {
-      notify(e instanceof Error ? e.message : String(e), "bad");
-    }
+    await attempt(() => api.del(`/tokens/${seg(t.id)}`), `Token ${t.name} deleted.`);
     tokens.reload();
   };
   const create = (

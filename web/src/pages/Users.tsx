@@ -16,6 +16,7 @@ import {
   PageHeader,
   TableWrap,
   Time,
+  attempt,
   notify,
   useAction,
   useConfirm,
@@ -373,12 +374,7 @@ export function UserPage({ name }: { name: string }) {
   const self = me.user.name === name;
 
   const act = async (fn: () => Promise<unknown>, done: string) => {
-    try {
-      await fn();
-      notify(done);
-    } catch (e) {
-      notify(e instanceof Error ? e.message : String(e), "bad");
-    }
+    await attempt(fn, done);
     user.reload();
   };
   const toggle = (u: User) =>
@@ -408,13 +404,7 @@ export function UserPage({ name }: { name: string }) {
       danger: true,
     });
     if (!ok) return;
-    try {
-      await api.del(`/users/${seg(u.name)}`);
-      notify(`User ${u.name} deleted.`);
-      navigate("/users");
-    } catch (e) {
-      notify(e instanceof Error ? e.message : String(e), "bad");
-    }
+    if (await attempt(() => api.del(`/users/${seg(u.name)}`), `User ${u.name} deleted.`)) navigate("/users");
   };
 
   return (

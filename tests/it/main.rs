@@ -5,6 +5,7 @@ mod agent;
 mod api;
 mod audit;
 mod backup;
+mod console;
 mod fixture;
 mod listener;
 mod packaging;

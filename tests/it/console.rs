@@ -1,0 +1,109 @@
+//! The console in real headless Chromium against the real server: `web/e2e/console.mjs`
+//! signs in, changes the initial password, creates a project, users, a group and grants,
+//! signs in as the new user in a second browser context, finds those actions on the audit
+//! page, and saves screenshots of every page in light and dark.
+//!
+//! Needs `node`, `web/node_modules` (`npm ci` in `web/`) and Debian's `chromium`; `.ci/test`
+//! installs them. Screenshots go to `ZTKA_SCREENSHOTS_DIR` (e.g. `docs/screenshots`) or a
+//! directory under the target dir. `ZTKA_E2E_CLUSTERS=1` with `ZTKA_E2E_AGENT_COMMAND` also
+//! runs the cluster part (see the script's header).
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::fixture::*;
+
+const LIMIT: Duration = Duration::from_secs(300);
+
+fn web_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("web")
+}
+
+#[test]
+fn console_in_chromium_admin_and_second_user_flows() {
+    let web = web_dir();
+    assert!(
+        web.join("node_modules/playwright-core").is_dir(),
+        "web/node_modules is missing: run .ci/test, or `npm ci` in web/"
+    );
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(
+        Path::new(&chromium).exists(),
+        "{chromium} is missing: run .ci/test, or `apt-get install chromium`"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path(), &[]);
+    let shots = std::env::var_os("ZTKA_SCREENSHOTS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_TARGET_TMPDIR")).join("console-screenshots"));
+
+    let mut child = Command::new("node")
+        .current_dir(&web)
+        .arg("e2e/console.mjs")
+        .arg("--url")
+        .arg(server.url(""))
+        .arg("--ca")
+        .arg(dir.path().join("ca.crt"))
+        .arg("--password-file")
+        .arg(dir.path().join("initial-admin-password"))
+        .arg("--screenshots")
+        .arg(&shots)
+        .arg("--chromium")
+        .arg(&chromium)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run node (is Node.js installed?)");
+
+    let drain = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = r.read_to_string(&mut s);
+            s
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().unwrap()));
+    let err = drain(Box::new(child.stderr.take().unwrap()));
+    let deadline = Instant::now() + LIMIT;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let (out, err) = (out.join().unwrap(), err.join().unwrap());
+    match status {
+        Some(s) if s.success() => {
+            assert!(out.contains("steps passed"), "{out}");
+            // Every page was captured in both schemes.
+            for page in [
+                "login",
+                "overview-empty",
+                "project",
+                "users",
+                "group",
+                "access",
+                "audit",
+            ] {
+                for scheme in ["light", "dark"] {
+                    let f = shots.join(format!("{page}-{scheme}.png"));
+                    assert!(f.is_file(), "missing screenshot {}", f.display());
+                }
+            }
+        }
+        Some(s) => panic!("console e2e failed ({s}):\n--- stdout\n{out}\n--- stderr\n{err}"),
+        None => panic!(
+            "console e2e did not finish within {LIMIT:?}:\n--- stdout\n{out}\n--- stderr\n{err}"
+        ),
+    }
+    drop(server);
+}

@@ -95,6 +95,8 @@ impl HttpsClient {
                 addr: addr.clone(),
                 source,
             })?;
+        // Small request/response exchanges (and the agent tunnel) must not wait on Nagle.
+        let _ = tcp.set_nodelay(true);
         let name =
             ServerName::try_from(host.clone()).map_err(|_| ClientError::Url(uri.to_string()))?;
         TlsConnector::from(self.tls.clone())

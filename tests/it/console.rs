@@ -6,7 +6,8 @@
 //! Needs `node`, `web/node_modules` (`npm ci` in `web/`) and Debian's `chromium`; `.ci/test`
 //! installs them. Screenshots go to `ZTKA_SCREENSHOTS_DIR` (e.g. `docs/screenshots`) or a
 //! directory under the target dir. `ZTKA_E2E_CLUSTERS=1` with `ZTKA_E2E_AGENT_COMMAND` also
-//! runs the cluster part (see the script's header).
+//! runs the cluster part (see the script's header); this test always runs it, with the
+//! Kubernetes API simulator and a real `ztka agent`.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -35,7 +36,38 @@ fn console_in_chromium_admin_and_second_user_flows() {
     );
 
     let dir = tempfile::tempdir().unwrap();
-    let server = ServerProcess::start(dir.path(), &[]);
+    // A cluster for the cluster steps: the simulator, and an agent the script starts.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let sim = runtime
+        .block_on(kubesim::KubeSim::start(Default::default()))
+        .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let external = format!("https://localhost:{port}");
+    let data = dir.path().join("data");
+    let server = ServerProcess::start_at(
+        &data,
+        &format!("127.0.0.1:{port}"),
+        &["--external-url", &external],
+        |_| {},
+    );
+    let agent_dir = dir.path().join("agent");
+    let agent_command = format!(
+        "kubectl --kubeconfig '{kc}' apply -f \"$ZTKA_BOOTSTRAP_MANIFEST\" >/dev/null && \
+         printf %s \"$ZTKA_BOOTSTRAP_TOKEN\" > '{token}' && exec '{bin}' agent --server \"$ZTKA_SERVER_URL\" \
+         --server-ca \"$ZTKA_CA_FILE\" --token-file '{token}' --state-dir '{state}' --kubeconfig '{kc}'",
+        token = dir.path().join("token").display(),
+        bin = env!("CARGO_BIN_EXE_ztka"),
+        state = agent_dir.display(),
+        kc = sim.kubeconfig_path().display(),
+    );
     let shots = std::env::var_os("ZTKA_SCREENSHOTS_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_TARGET_TMPDIR")).join("console-screenshots"));
@@ -44,11 +76,14 @@ fn console_in_chromium_admin_and_second_user_flows() {
         .current_dir(&web)
         .arg("e2e/console.mjs")
         .arg("--url")
-        .arg(server.url(""))
+        .arg(&external)
         .arg("--ca")
-        .arg(dir.path().join("ca.crt"))
+        .arg(data.join("ca.crt"))
         .arg("--password-file")
-        .arg(dir.path().join("initial-admin-password"))
+        .arg(data.join("initial-admin-password"))
+        .arg("--clusters")
+        .arg("--agent-command")
+        .arg(&agent_command)
         .arg("--screenshots")
         .arg(&shots)
         .arg("--chromium")
@@ -106,4 +141,6 @@ fn console_in_chromium_admin_and_second_user_flows() {
         ),
     }
     drop(server);
+    drop(sim);
+    drop(runtime);
 }

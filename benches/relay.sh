@@ -77,9 +77,18 @@ kubectl --kubeconfig "$tmp/user.kubeconfig" get pods >/dev/null
 proxy_port="$(free_port)"
 kubectl --kubeconfig "$sim_kc" proxy --port "$proxy_port" >/dev/null 2>&1 &
 pids+=($!)
-sleep 1
+for _ in $(seq 100); do curl -sf "http://127.0.0.1:$proxy_port/version" >/dev/null 2>&1 && break; sleep 0.1; done
 
 path=/api/v1/namespaces/default/pods/x
+if [ -n "${PROFILE:-}" ]; then # PROFILE=DIR: perf profiles of server and agent under 64 clients
+  mkdir -p "$PROFILE"
+  perf record -g -o "$PROFILE/server.data" -p "$ztka_pid" -- sleep "$duration" >/dev/null 2>&1 &
+  perf record -g -o "$PROFILE/agent.data" -p "$agent_pid" -- sleep "$duration" >/dev/null 2>&1 &
+  "$bin/kubesim-load" --duration "$duration" --path "$path" --url "$url/k8s/sim" --ca-file "$ca" \
+    --cert-file "$tmp/user.crt" --key-file "$tmp/user.key" --clients 64
+  wait
+  exit 0
+fi
 load() { "$bin/kubesim-load" --duration "$duration" --path "$path" "$@"; }
 echo "small GET ($path), $duration s per run"
 for c in 1 16 64; do

@@ -178,6 +178,13 @@ async fn client(
     deadline: Instant,
 ) -> Result<(Vec<Duration>, u64), BoxError> {
     let (io, uri) = connect(&args, config, &args.path).await?;
+    // HTTP/1.1 servers (Go's among them) require a Host header.
+    let host_header = uri
+        .split("://")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .unwrap_or_default()
+        .to_owned();
     let mut latencies = Vec::new();
     let mut errors = 0;
     macro_rules! run {
@@ -185,6 +192,9 @@ async fn client(
             let mut sender = $sender;
             while Instant::now() < deadline {
                 let mut req = hyper::Request::get(&uri).header("accept", "application/json");
+                if !args.h2 {
+                    req = req.header("host", &host_header);
+                }
                 if !args.token.is_empty() {
                     req = req.header("authorization", format!("Bearer {}", args.token));
                 }

@@ -108,11 +108,7 @@ async fn agent_registers_comes_online_survives_a_restart_and_is_refused_after_de
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     // A fixed port, so the agent finds the restarted server where it left it.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::fixture::free_port();
     let listen = format!("127.0.0.1:{port}");
     let server = ServerProcess::start_at(&data, &listen, &[], |_| {});
     let mut api = server.admin().await;

@@ -45,11 +45,7 @@ fn console_in_chromium_admin_and_second_user_flows() {
     let sim = runtime
         .block_on(kubesim::KubeSim::start(Default::default()))
         .unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::fixture::free_port();
     let external = format!("https://localhost:{port}");
     let data = dir.path().join("data");
     let server = ServerProcess::start_at(

@@ -381,3 +381,12 @@ impl ApiClient {
         self.send("DELETE", path, None, None).await
     }
 }
+
+/// A port that was free a moment ago, for servers that must come back on the same port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

@@ -9,11 +9,11 @@ use base64::Engine as _;
 use bytes::Bytes;
 use http_body_util::Full;
 use kubesim::KubeSim;
-use kubesim::kubectl::{kubectl, kubectls, ok, stream_until};
+use kubesim::kubectl::{kubectl, kubectls, ok, port_forward_round_trip, stream_until};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use crate::agent::{import, spawn_agent};
 use crate::fixture::{ApiClient, ServerProcess, client_trusting};
@@ -53,11 +53,7 @@ async fn env() -> Env {
     sim.create(pod("team-a", "box")).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::fixture::free_port();
     let external = format!("https://localhost:{port}");
     let server = ServerProcess::start_at(
         &data,
@@ -237,7 +233,7 @@ async fn kubectl_versions_work_through_ztka_as_the_users_service_account() {
         )
         .await;
         assert_eq!(ex.code, 3, "{}", ex.stderr);
-        port_forward_round_trip(bin, &kc).await;
+        port_forward_round_trip(bin, &kc, &["-n", "default"], "pod/box", 8080, 1).await;
         let local = env.dir.path().join(format!("cp{i}"));
         std::fs::create_dir_all(&local).unwrap();
         std::fs::write(local.join("f.txt"), "copied\n").unwrap();
@@ -308,43 +304,6 @@ async fn kubectl_versions_work_through_ztka_as_the_users_service_account() {
             .any(|e| e["kube"]["subresource"] == "exec"),
         "{b}"
     );
-}
-
-async fn port_forward_round_trip(bin: &Path, kc: &Path) {
-    let mut child = tokio::process::Command::new(bin)
-        .env_clear()
-        .env("KUBECONFIG", kc)
-        .env("HOME", kc.parent().unwrap())
-        .args(["port-forward", "-n", "default", "pod/box", "0:8080"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    let port: u16 = line
-        .split_whitespace()
-        .nth(2)
-        .and_then(|a| a.rsplit(':').next())
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("unexpected output {line:?}"));
-    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .unwrap();
-    let msg = format!("ping via {}\n", bin.display());
-    tcp.write_all(msg.as_bytes()).await.unwrap();
-    let mut back = vec![0u8; msg.len()];
-    tokio::time::timeout(Duration::from_secs(10), tcp.read_exact(&mut back))
-        .await
-        .unwrap_or_else(|_| panic!("{}: no echo", bin.display()))
-        .unwrap();
-    assert_eq!(String::from_utf8(back).unwrap(), msg);
-    child.kill().await.unwrap();
 }
 
 /// A raw request through the relay with a user's certificate and extra headers.

@@ -122,3 +122,55 @@ pub async fn stream_until(
     child.kill().await.unwrap();
     seen
 }
+
+/// Runs `kubectl port-forward <target> 0:<port>` and sends `rounds` messages through the
+/// forwarded local port, each on a new connection, expecting them echoed back.
+pub async fn port_forward_round_trip(
+    bin: &Path,
+    kubeconfig: &Path,
+    extra: &[&str],
+    target: &str,
+    port: u16,
+    rounds: usize,
+) {
+    use tokio::io::AsyncReadExt;
+    let mut child = Command::new(bin)
+        .env_clear()
+        .env("KUBECONFIG", kubeconfig)
+        .env("HOME", kubeconfig.parent().unwrap())
+        .arg("port-forward")
+        .args(extra)
+        .args([target, &format!("0:{port}")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    // "Forwarding from 127.0.0.1:41234 -> 8080"
+    let local: u16 = line
+        .split_whitespace()
+        .nth(2)
+        .and_then(|a| a.rsplit(':').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected output {line:?}"));
+    for round in 0..rounds {
+        let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", local))
+            .await
+            .unwrap();
+        let msg = format!("ping {round} from {}\n", bin.display());
+        tcp.write_all(msg.as_bytes()).await.unwrap();
+        let mut back = vec![0u8; msg.len()];
+        tokio::time::timeout(Duration::from_secs(10), tcp.read_exact(&mut back))
+            .await
+            .unwrap_or_else(|_| panic!("{}: no echo", bin.display()))
+            .unwrap();
+        assert_eq!(String::from_utf8(back).unwrap(), msg);
+    }
+    child.kill().await.unwrap();
+}

@@ -1,14 +1,11 @@
 //! Real kubectl binaries against the simulator, with the kubeconfig it writes.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::Stdio;
 use std::time::Duration;
 
-use kubesim::kubectl::{is_recent, kubectl, kubectls, ok, stream_until};
+use kubesim::kubectl::{is_recent, kubectl, kubectls, ok, port_forward_round_trip, stream_until};
 use kubesim::{KubeSim, Options};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::process::Command;
 
 async fn sim() -> KubeSim {
     KubeSim::start(Options::default()).await.unwrap()
@@ -774,47 +771,10 @@ async fn in_process_api() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn port_forward_round_trips_bytes() {
-    use tokio::io::AsyncReadExt;
     let sim = sim().await;
     sim.create(pod("default", "echo", json!({}))).await.unwrap();
     for bin in kubectls() {
-        let mut child = Command::new(&bin)
-            .env_clear()
-            .env("KUBECONFIG", sim.kubeconfig_path())
-            .env("HOME", sim.dir())
-            .args(["port-forward", "pod/echo", "0:8080"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        // "Forwarding from 127.0.0.1:41234 -> 8080"
-        let port: u16 = line
-            .split_whitespace()
-            .nth(2)
-            .and_then(|a| a.rsplit(':').next())
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("unexpected output {line:?}"));
-        for round in 0..2 {
-            let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .unwrap();
-            let msg = format!("ping {round} from {}\n", bin.display());
-            tcp.write_all(msg.as_bytes()).await.unwrap();
-            let mut back = vec![0u8; msg.len()];
-            tokio::time::timeout(Duration::from_secs(10), tcp.read_exact(&mut back))
-                .await
-                .unwrap_or_else(|_| panic!("{}: no echo", bin.display()))
-                .unwrap();
-            assert_eq!(String::from_utf8(back).unwrap(), msg);
-        }
-        child.kill().await.unwrap();
+        port_forward_round_trip(&bin, sim.kubeconfig_path(), &[], "pod/echo", 8080, 2).await;
     }
 }
 

@@ -339,6 +339,17 @@ pub fn routes() -> Vec<(Route, MethodRouter<AppState>)> {
             delete(grants::delete),
         ),
         (
+            r(
+                "post",
+                "/users/{name}/tokens",
+                "tokens",
+                "Issue an API token to a service user",
+            )
+            .body("CreateToken")
+            .status(201),
+            post(tokens::create_for_service_user),
+        ),
+        (
             r("get", "/tokens", "tokens", "List the caller's API tokens"),
             get(tokens::list),
         ),

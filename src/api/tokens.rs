@@ -53,6 +53,45 @@ pub async fn create(
     caller: Caller,
     Body(req): Body<CreateToken>,
 ) -> Result<(StatusCode, axum::Json<CreatedToken>), ApiError> {
+    let created = issue(&state, &caller, caller.user.id, req).await?;
+    Ok((StatusCode::CREATED, axum::Json(created)))
+}
+
+/// `POST /api/v1/users/{name}/tokens`: an administrator issues a token to a service user
+/// (which has no password to sign in with), e.g. for Argo CD or CI to fetch a kubeconfig.
+pub async fn create_for_service_user(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    Body(req): Body<CreateToken>,
+) -> Result<(StatusCode, axum::Json<CreatedToken>), ApiError> {
+    super::access::org(
+        &state,
+        &caller,
+        crate::authz::Obj::Users,
+        crate::authz::Act::Update,
+    )
+    .await?;
+    let user = super::find_named::<crate::domain::user::User>(&state, name).await?;
+    if user.kind != crate::domain::user::UserKind::Service {
+        return Err(ApiError::conflict(format!(
+            "{} is not a service user; people create their own tokens",
+            user.name
+        )));
+    }
+    if user.disabled {
+        return Err(ApiError::conflict(format!("{} is disabled", user.name)));
+    }
+    let created = issue(&state, &caller, user.id, req).await?;
+    Ok((StatusCode::CREATED, axum::Json(created)))
+}
+
+async fn issue(
+    state: &AppState,
+    caller: &Caller,
+    owner: Uuid,
+    req: CreateToken,
+) -> Result<CreatedToken, ApiError> {
     let name = req.name.trim().to_owned();
     if name.is_empty() || name.chars().count() > 64 {
         return Err(ApiError::invalid("name", "must be 1 to 64 characters"));
@@ -69,7 +108,7 @@ pub async fn create(
     let now = OffsetDateTime::now_utc();
     let token = ApiToken {
         id: Uuid::now_v7(),
-        user_id: caller.user.id,
+        user_id: owner,
         name,
         hash: sha256_hex(&secret),
         prefix: secret.chars().take(API_TOKEN_PREFIX.len() + 6).collect(),
@@ -83,15 +122,13 @@ pub async fn create(
         .write(move |txn| store::grants::insert_token(txn, &stored))
         .await?;
     let mut event = caller.event("token.create", Target::of("token", &token.name));
-    event.details = serde_json::json!({"token_id": token.id, "prefix": token.prefix});
-    record(&state, event, Durability::Durable).await?;
-    Ok((
-        StatusCode::CREATED,
-        axum::Json(CreatedToken {
-            meta: TokenView::from(&token),
-            token: secret,
-        }),
-    ))
+    event.details =
+        serde_json::json!({"token_id": token.id, "prefix": token.prefix, "owner": owner});
+    record(state, event, Durability::Durable).await?;
+    Ok(CreatedToken {
+        meta: TokenView::from(&token),
+        token: secret,
+    })
 }
 
 pub async fn delete(

@@ -402,6 +402,43 @@ async fn cluster_rbac_decides_and_forged_identities_are_refused() {
     assert_eq!(s, 403);
     assert_eq!(b["message"], "user nobody has no access to cluster prod");
 
+    // A service user (no password) gets a token from an administrator and its kubeconfig
+    // with that token, as CI or Argo CD would.
+    let (s, b) = env
+        .admin
+        .post(
+            "/api/v1/users",
+            json!({"name": "ci-bot", "kind": "service"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let (s, b) = env
+        .admin
+        .post(
+            "/api/v1/grants",
+            json!({"user": "ci-bot", "role": "project-read-only", "project": "shop"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let (s, b) = env
+        .admin
+        .post("/api/v1/users/rita/tokens", json!({"name": "nope"}))
+        .await;
+    assert_eq!(s, 409, "people create their own tokens: {b}");
+    let (s, b) = env
+        .admin
+        .post("/api/v1/users/ci-bot/tokens", json!({"name": "pipeline"}))
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let mut bot = ApiClient::new(env.server.client(), env.server.url(""));
+    bot.bearer = Some(b["token"].as_str().unwrap().to_owned());
+    let bot_kc = env.download(&mut bot, "ci-bot").await;
+    assert!(
+        ok(&bin, &bot_kc, &["get", "pods"], None)
+            .await
+            .contains("box")
+    );
+
     // Forged identity headers change nothing.
     let rita = || identity(&ro);
     let admin_token = env.sim.admin_token().to_owned();

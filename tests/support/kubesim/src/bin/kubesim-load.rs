@@ -156,7 +156,9 @@ async fn watcher(
         if !args.token.is_empty() {
             req = req.header("authorization", format!("Bearer {}", args.token));
         }
-        let resp = sender.send_request(req.body(Empty::<Bytes>::new())?).await?;
+        let resp = sender
+            .send_request(req.body(Empty::<Bytes>::new())?)
+            .await?;
         if resp.status().is_success() {
             opened += 1;
             let mut body = resp.into_body();

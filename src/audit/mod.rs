@@ -20,7 +20,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 pub use crate::domain::audit::chain_hash;
 use crate::domain::audit::{
-    AuditEvent, AuditPage, AuditQuery, Durability, MAX_PAGE, NewEvent, VerifyReport,
+    AuditEvent, AuditPage, AuditQuery, Durability, MAX_PAGE, NewEvent, VerifyReport, seal_body,
 };
 use crate::store::audit::Sealed;
 use crate::store::{Store, StoreError};
@@ -220,39 +220,36 @@ impl AuditLog {
             }
             Durability::Fast => (None, None),
         };
+        // Everything that does not depend on the event's place in the chain happens before
+        // the lock: under it, only the small envelope and the hash are computed.
         let index_keys = event.index_keys();
+        let body = event.encode_body()?;
+        drop(event);
         let receipt = {
             let mut chain = self.inner.chain();
             let tx = chain.tx.clone().ok_or(AuditError::Closed)?;
             // Time never goes backwards along the sequence: queries find time ranges by
             // binary search over seq.
             let time = OffsetDateTime::now_utc().max(chain.last_time);
-            let mut stored = AuditEvent {
-                seq: chain.next_seq,
-                time,
-                event,
-                prev_hash: chain.prev_hash.clone(),
-                hash: String::new(),
-            };
-            let bytes = stored.seal()?;
+            let seq = chain.next_seq;
+            let (bytes, hash) = seal_body(seq, time, &body, &chain.prev_hash)?;
             let receipt = Receipt {
-                seq: stored.seq,
-                hash: stored.hash.clone(),
-            };
-            let sealed = Sealed {
-                seq: stored.seq,
-                index_keys,
-                hash: stored.hash,
-                bytes,
+                seq,
+                hash: hash.clone(),
             };
             tx.send(Msg::Append {
-                event: sealed,
+                event: Sealed {
+                    seq,
+                    index_keys,
+                    hash: hash.clone(),
+                    bytes,
+                },
                 done,
                 _permit: permit,
             })
             .map_err(|_| AuditError::Closed)?;
             chain.next_seq += 1;
-            chain.prev_hash.clone_from(&receipt.hash);
+            chain.prev_hash = hash;
             chain.last_time = time;
             receipt
         };

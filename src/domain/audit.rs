@@ -225,30 +225,74 @@ impl AuditEvent {
         self.event.index_keys()
     }
 
-    /// Sets `hash` (which must be empty) from `prev_hash` and the canonical encoding, and
-    /// returns the stored encoding. `hash` is the struct's last field, so the stored JSON is
-    /// the canonical JSON with the empty hash filled in: one serialization per event.
+    /// Sets `hash` from `prev_hash` and the canonical encoding, and returns the stored
+    /// encoding (the canonical JSON with the hash filled in).
     pub fn seal(&mut self) -> Result<Vec<u8>, serde_json::Error> {
-        self.hash.clear();
-        let mut bytes = serde_json::to_vec(self)?;
-        self.hash = hash_canonical(&self.prev_hash, &bytes);
-        const EMPTY_HASH_TAIL: &[u8] = b"\"hash\":\"\"}";
-        if bytes.ends_with(EMPTY_HASH_TAIL) {
-            bytes.truncate(bytes.len() - 2);
-            bytes.extend_from_slice(self.hash.as_bytes());
-            bytes.extend_from_slice(b"\"}");
-            Ok(bytes)
-        } else {
-            serde_json::to_vec(self)
-        }
+        let body = self.event.encode_body()?;
+        let (bytes, hash) = seal_body(self.seq, self.time, &body, &self.prev_hash)?;
+        self.hash = hash;
+        Ok(bytes)
     }
+}
+
+impl NewEvent {
+    /// The event's own JSON, the bulk of the canonical encoding. It does not depend on the
+    /// event's place in the chain, so appenders encode it before taking the chain lock.
+    pub fn encode_body(&self) -> Result<Vec<u8>, serde_json::Error> {
+        let mut out = Vec::with_capacity(1024);
+        serde_json::to_writer(&mut out, self)?;
+        Ok(out)
+    }
+}
+
+/// Seals an event from its [`NewEvent::encode_body`]: returns the stored encoding and the
+/// hash. The bytes are exactly `serde_json::to_vec` of the [`AuditEvent`] (whose `event` is
+/// flattened between `time` and `prev_hash`), with `hash` empty while hashing and filled in
+/// after, so [`chain_hash`] on the decoded event reproduces the hash.
+pub fn seal_body(
+    seq: u64,
+    time: OffsetDateTime,
+    body: &[u8],
+    prev_hash: &str,
+) -> Result<(Vec<u8>, String), serde_json::Error> {
+    use std::io::Write as _;
+    let fields = body
+        .strip_prefix(b"{")
+        .and_then(|b| b.strip_suffix(b"}"))
+        .filter(|f| !f.is_empty())
+        .ok_or_else(|| {
+            <serde_json::Error as serde::ser::Error>::custom(
+                "an event body must be a non-empty object",
+            )
+        })?;
+    let mut out = Vec::with_capacity(body.len() + 256);
+    write!(out, "{{\"seq\":{seq},\"time\":").map_err(serde_json::Error::io)?;
+    time::serde::rfc3339::serialize(&time, &mut serde_json::Serializer::new(&mut out))?;
+    out.push(b',');
+    out.extend_from_slice(fields);
+    out.extend_from_slice(b",\"prev_hash\":");
+    serde_json::to_writer(&mut out, prev_hash)?;
+    out.extend_from_slice(b",\"hash\":\"\"}");
+    let hash = hash_canonical(prev_hash, &out);
+    out.truncate(out.len() - 2);
+    out.extend_from_slice(hash.as_bytes());
+    out.extend_from_slice(b"\"}");
+    Ok((out, hash))
 }
 
 fn hash_canonical(prev_hash: &str, canonical: &[u8]) -> String {
     let mut h = Sha256::new();
     h.update(prev_hash.as_bytes());
     h.update(canonical);
-    hex::encode(h.finalize())
+    let digest = h.finalize();
+    // `hex::encode` goes through a char iterator; this is on every append's path.
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(64);
+    for b in digest {
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 0xf)]));
+    }
+    out
 }
 
 /// Hex SHA-256 over the previous hash and the event's canonical encoding: its JSON with
@@ -476,6 +520,55 @@ mod tests {
         let bytes = e.seal().unwrap();
         assert_eq!(bytes, serde_json::to_vec(&e).unwrap());
         assert_eq!(chain_hash(&e).unwrap(), e.hash);
-        assert_eq!(e.hash.len(), 64);
+        let unhashed = AuditEvent {
+            hash: String::new(),
+            ..e.clone()
+        };
+        let canonical = [
+            GENESIS_HASH.as_bytes(),
+            &serde_json::to_vec(&unhashed).unwrap(),
+        ]
+        .concat();
+        assert_eq!(e.hash, hex::encode(Sha256::digest(canonical)));
+    }
+
+    #[test]
+    fn audit_seal_of_every_shape_is_the_plain_encoding() {
+        let mut shapes = vec![NewEvent::system(
+            "auth.login",
+            Target::user("a\"b\\c\u{1}é"),
+        )];
+        let mut kube = NewEvent::system("kube.request", Target::default()).with_outcome(403);
+        kube.kind = EventKind::Kube;
+        kube.actor = Actor {
+            user_id: Some(Uuid::from_u128(7)),
+            user_name: Some("alice".into()),
+            groups: vec!["dev".into(), "ops".into()],
+            client_addr: Some("10.0.0.1:5".into()),
+            user_agent: Some("kubectl/v1.33".into()),
+        };
+        kube.request_id = "r-1".into();
+        kube.details = serde_json::json!({"z": 1, "a": {"hash": ""}, "n": null});
+        kube.kube = Some(KubeRequest {
+            method: "GET".into(),
+            verb: "list".into(),
+            duration_ms: 0.1 + 0.2,
+            bytes: u64::MAX,
+            ..KubeRequest::default()
+        });
+        shapes.push(kube);
+        for (i, event) in shapes.into_iter().enumerate() {
+            let mut e = AuditEvent {
+                seq: u64::MAX - i as u64,
+                time: OffsetDateTime::now_utc(),
+                event,
+                prev_hash: "ab".repeat(32),
+                hash: String::new(),
+            };
+            let bytes = e.seal().unwrap();
+            assert_eq!(bytes, serde_json::to_vec(&e).unwrap());
+            let decoded: AuditEvent = serde_json::from_slice(&bytes).unwrap();
+            assert_eq!(chain_hash(&decoded).unwrap(), e.hash);
+        }
     }
 }

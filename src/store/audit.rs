@@ -4,10 +4,12 @@
 //! and the only removal is [`sweep`], which cuts the oldest events off the front of the log
 //! and records the last one it removed as the chain's anchor.
 
-use redb::{ReadTransaction, ReadableTable, ReadableTableMetadata, WriteTransaction};
+use std::collections::{BTreeMap, BTreeSet};
+
+use redb::{ReadTransaction, ReadableTable, ReadableTableMetadata, Table, WriteTransaction};
 use time::OffsetDateTime;
 
-use super::tables::{AUDIT_EVENTS, AUDIT_INDEX, META};
+use super::tables::{AUDIT_EVENTS, AUDIT_POSTINGS, META};
 use super::{Result, StoreError, decode, encode};
 use crate::domain::audit::{
     Anchor, AuditEvent, AuditPage, AuditQuery, GENESIS_HASH, Order, VerifyReport,
@@ -43,20 +45,78 @@ pub struct Sealed {
     pub index_keys: Vec<String>,
 }
 
+/// Events per posting-list block (see [`AUDIT_POSTINGS`]): offsets within a block fit a
+/// `u16`, and a key found in every event still makes a value of only 2 KiB.
+const POSTING_SPAN: u64 = 1024;
+
+/// New index entries, grouped by key and block, each with ascending offsets.
+type Postings<'a> = BTreeMap<(&'a str, u64), Vec<u16>>;
+
+fn add_posting<'a>(postings: &mut Postings<'a>, key: &'a str, seq: u64) {
+    postings
+        .entry((key, seq / POSTING_SPAN))
+        .or_default()
+        .push((seq % POSTING_SPAN) as u16);
+}
+
+fn offset_at(raw: &[u8], i: usize) -> u16 {
+    u16::from_le_bytes([raw[2 * i], raw[2 * i + 1]])
+}
+
+fn offsets(raw: &[u8]) -> impl Iterator<Item = u16> + '_ {
+    raw.chunks_exact(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+}
+
+/// Merges `new` into the stored lists, one read and one write per key and block (in key
+/// order, so consecutive writes touch neighbouring pages).
+fn write_postings(
+    index: &mut Table<'_, (&'static str, u64), &'static [u8]>,
+    postings: Postings<'_>,
+) -> Result<()> {
+    let mut value = Vec::new();
+    for (key, new) in postings {
+        value.clear();
+        if let Some(old) = index.get(key)? {
+            value.extend_from_slice(old.value());
+        }
+        let last = (value.len() >= 2).then(|| offset_at(&value, value.len() / 2 - 1));
+        if last.is_none_or(|l| new.first().is_some_and(|f| *f > l)) {
+            // Appends arrive in seq order: the new offsets go after the stored ones.
+            for o in new {
+                value.extend_from_slice(&o.to_le_bytes());
+            }
+        } else {
+            let mut all: Vec<u16> = offsets(&value).chain(new).collect();
+            all.sort_unstable();
+            all.dedup();
+            value.clear();
+            for o in all {
+                value.extend_from_slice(&o.to_le_bytes());
+            }
+        }
+        index.insert(key, value.as_slice())?;
+    }
+    Ok(())
+}
+
 /// Appends sealed events with their index entries and records the new head. The caller
 /// commits (one commit per batch).
 pub fn append_batch(txn: &WriteTransaction, events: &[Sealed]) -> Result<()> {
     let Some(last) = events.last() else {
         return Ok(());
     };
-    let mut table = txn.open_table(AUDIT_EVENTS)?;
-    let mut index = txn.open_table(AUDIT_INDEX)?;
-    for event in events {
-        table.insert(event.seq, event.bytes.as_slice())?;
-        for key in &event.index_keys {
-            index.insert((key.as_str(), event.seq), ())?;
+    let mut postings = Postings::new();
+    {
+        let mut table = txn.open_table(AUDIT_EVENTS)?;
+        for event in events {
+            table.insert(event.seq, event.bytes.as_slice())?;
+            for key in &event.index_keys {
+                add_posting(&mut postings, key, event.seq);
+            }
         }
     }
+    write_postings(&mut txn.open_table(AUDIT_POSTINGS)?, postings)?;
     let head = Anchor {
         seq: last.seq,
         hash: last.hash.clone(),
@@ -67,18 +127,33 @@ pub fn append_batch(txn: &WriteTransaction, events: &[Sealed]) -> Result<()> {
 }
 
 /// Rebuilds the index entries of every stored event (used by the migration that introduced
-/// the indexes).
+/// the posting lists), a slice of events at a time to bound memory.
 pub fn reindex_all(txn: &WriteTransaction) -> Result<()> {
+    const CHUNK: usize = 65_536;
     let table = txn.open_table(AUDIT_EVENTS)?;
-    let mut index = txn.open_table(AUDIT_INDEX)?;
-    for row in table.iter()? {
-        let (_, v) = row?;
-        let event: AuditEvent = decode(v.value())?;
-        for key in event.index_keys() {
-            index.insert((key.as_str(), event.seq), ())?;
+    let mut index = txn.open_table(AUDIT_POSTINGS)?;
+    let mut rows = table.iter()?;
+    loop {
+        let mut chunk: Vec<(u64, Vec<String>)> = Vec::with_capacity(CHUNK);
+        for row in rows.by_ref() {
+            let (_, v) = row?;
+            let event: AuditEvent = decode(v.value())?;
+            chunk.push((event.seq, event.index_keys()));
+            if chunk.len() == CHUNK {
+                break;
+            }
         }
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        let mut postings = Postings::new();
+        for (seq, keys) in &chunk {
+            for key in keys {
+                add_posting(&mut postings, key, *seq);
+            }
+        }
+        write_postings(&mut index, postings)?;
     }
-    Ok(())
 }
 
 fn meta_record(txn: &ReadTransaction, key: &str) -> Result<Option<Anchor>> {
@@ -219,7 +294,7 @@ fn index_terms(q: &AuditQuery) -> Vec<Term> {
 /// The nearest seq at or beyond `from` (in the query's direction, within `[lo, hi]`) that
 /// has one of the term's keys.
 fn seek(
-    index: &impl ReadableTable<(&'static str, u64), ()>,
+    index: &impl ReadableTable<(&'static str, u64), &'static [u8]>,
     term: &Term,
     from: u64,
     lo: u64,
@@ -228,14 +303,7 @@ fn seek(
 ) -> Result<Option<u64>> {
     let mut best: Option<u64> = None;
     for key in &term.0 {
-        let k = key.as_str();
-        let found = if ascending {
-            index.range((k, from)..=(k, hi))?.next()
-        } else {
-            index.range((k, lo)..=(k, from))?.next_back()
-        };
-        if let Some(row) = found {
-            let seq = row?.0.value().1;
+        if let Some(seq) = seek_key(index, key, from, lo, hi, ascending)? {
             best = Some(match best {
                 Some(b) if ascending => b.min(seq),
                 Some(b) => b.max(seq),
@@ -246,6 +314,66 @@ fn seek(
     Ok(best)
 }
 
+/// [`seek`] for one key: walks its blocks from the one holding `from`.
+fn seek_key(
+    index: &impl ReadableTable<(&'static str, u64), &'static [u8]>,
+    key: &str,
+    from: u64,
+    lo: u64,
+    hi: u64,
+    ascending: bool,
+) -> Result<Option<u64>> {
+    if ascending {
+        for row in index.range((key, from / POSTING_SPAN)..=(key, hi / POSTING_SPAN))? {
+            let (k, v) = row?;
+            let base = k.value().1 * POSTING_SPAN;
+            let raw = v.value();
+            let n = raw.len() / 2;
+            // First offset at or after `from` within this block.
+            let min = from.saturating_sub(base);
+            let (mut a, mut b) = (0, n);
+            while a < b {
+                let m = (a + b) / 2;
+                if u64::from(offset_at(raw, m)) < min {
+                    a = m + 1;
+                } else {
+                    b = m;
+                }
+            }
+            if a < n {
+                let seq = base + u64::from(offset_at(raw, a));
+                return Ok((seq <= hi).then_some(seq));
+            }
+        }
+    } else {
+        for row in index
+            .range((key, lo / POSTING_SPAN)..=(key, from / POSTING_SPAN))?
+            .rev()
+        {
+            let (k, v) = row?;
+            let base = k.value().1 * POSTING_SPAN;
+            let raw = v.value();
+            let n = raw.len() / 2;
+            // Offsets at or before `from` within this block: the last of them.
+            let max = from - base;
+            let (mut a, mut b) = (0, n);
+            while a < b {
+                let m = (a + b) / 2;
+                if u64::from(offset_at(raw, m)) <= max {
+                    a = m + 1;
+                } else {
+                    b = m;
+                }
+            }
+            if a > 0 {
+                let seq = base + u64::from(offset_at(raw, a - 1));
+                return Ok((seq >= lo).then_some(seq));
+            }
+        }
+    }
+    Ok(None)
+}
+
 /// One page of events matching `q`.
 ///
 /// Every index-backed filter becomes a term; the terms are intersected by leapfrogging
@@ -254,7 +382,7 @@ fn seek(
 /// Each candidate is then decoded and checked against the whole query.
 pub fn query(txn: &ReadTransaction, q: &AuditQuery) -> Result<AuditPage> {
     let events = txn.open_table(AUDIT_EVENTS)?;
-    let index = txn.open_table(AUDIT_INDEX)?;
+    let index = txn.open_table(AUDIT_POSTINGS)?;
     let limit = q.page_size();
     let empty = Ok(AuditPage::default());
     if q.projects_visible.as_ref().is_some_and(Vec::is_empty) {
@@ -437,7 +565,7 @@ pub fn sweep(
         return Ok(0);
     }
 
-    let mut index = txn.open_table(AUDIT_INDEX)?;
+    let mut index = txn.open_table(AUDIT_POSTINGS)?;
     let read_anchor = {
         let meta = txn.open_table(META)?;
         let raw = meta.get(ANCHOR_KEY)?;
@@ -448,6 +576,7 @@ pub fn sweep(
         None => (0, GENESIS_HASH.to_owned()),
     };
     let mut removed = 0u64;
+    let mut touched = BTreeSet::new();
     for row in events.extract_from_if(..end, |_, _| true)? {
         let (k, v) = row?;
         let key = k.value();
@@ -462,11 +591,30 @@ pub fn sweep(
             )));
         }
         for ik in event.index_keys() {
-            index.remove((ik.as_str(), key))?;
+            touched.insert((ik, key / POSTING_SPAN));
         }
         prev_seq = key;
         prev_hash = event.hash;
         removed += 1;
+    }
+    // Drop the removed events from the blocks that held them.
+    let mut kept = Vec::new();
+    for (ik, block) in touched {
+        let k = (ik.as_str(), block);
+        kept.clear();
+        if let Some(raw) = index.get(k)? {
+            let base = block * POSTING_SPAN;
+            kept.extend(
+                offsets(raw.value())
+                    .filter(|o| base + u64::from(*o) >= end)
+                    .flat_map(u16::to_le_bytes),
+            );
+        }
+        if kept.is_empty() {
+            index.remove(k)?;
+        } else {
+            index.insert(k, kept.as_slice())?;
+        }
     }
     if removed > 0 {
         let anchor = Anchor {
@@ -498,5 +646,44 @@ pub(crate) mod tamper {
     pub fn remove(txn: &WriteTransaction, key: u64) {
         let mut t = txn.open_table(AUDIT_EVENTS).unwrap();
         t.remove(key).unwrap();
+    }
+
+    fn entries(t: &impl ReadableTable<(&'static str, u64), &'static [u8]>) -> Vec<(String, u64)> {
+        let mut out = Vec::new();
+        for row in t.iter().unwrap() {
+            let (k, v) = row.unwrap();
+            let (key, block) = k.value();
+            for o in offsets(v.value()) {
+                out.push((key.to_owned(), block * POSTING_SPAN + u64::from(o)));
+            }
+        }
+        out
+    }
+
+    /// Every `(key, seq)` in the posting lists.
+    pub fn index_entries(txn: &ReadTransaction) -> Vec<(String, u64)> {
+        entries(&txn.open_table(AUDIT_POSTINGS).unwrap())
+    }
+
+    /// Turns the database back into schema version 3: the per-event index rows that
+    /// version 4 replaced with posting lists.
+    pub fn downgrade_to_row_index(txn: &WriteTransaction) {
+        use crate::store::tables::AUDIT_INDEX;
+        let entries = entries(&txn.open_table(AUDIT_POSTINGS).unwrap());
+        assert!(!entries.is_empty());
+        let mut old = txn.open_table(AUDIT_INDEX).unwrap();
+        for (key, seq) in &entries {
+            old.insert((key.as_str(), *seq), ()).unwrap();
+        }
+        drop(old);
+        assert!(txn.delete_table(AUDIT_POSTINGS).unwrap());
+        txn.open_table(META)
+            .unwrap()
+            .insert("schema_version", 3u64.to_be_bytes().as_slice())
+            .unwrap();
+    }
+
+    pub fn schema_version(store: &crate::store::Store) -> u64 {
+        crate::store::migrate::current_version(store).unwrap()
     }
 }

@@ -70,7 +70,7 @@ const TABLES: &[&dyn Copyable] = &[
     &TOKEN_HASHES,
     &SESSIONS,
     &AUDIT_EVENTS,
-    &AUDIT_INDEX,
+    &AUDIT_POSTINGS,
 ];
 
 fn known(name: &str) -> bool {

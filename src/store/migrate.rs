@@ -6,8 +6,12 @@ use super::tables::*;
 use super::{Result, Store, StoreError};
 
 /// Migration `i` takes the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[fn(&WriteTransaction) -> Result<()>] =
-    &[v0_create_tables, v1_audit_indexes, v2_clusters];
+const MIGRATIONS: &[fn(&WriteTransaction) -> Result<()>] = &[
+    v0_create_tables,
+    v1_audit_indexes,
+    v2_clusters,
+    v3_audit_postings,
+];
 
 pub const SCHEMA_VERSION: u64 = MIGRATIONS.len() as u64;
 
@@ -28,10 +32,11 @@ fn v0_create_tables(txn: &WriteTransaction) -> Result<()> {
     Ok(())
 }
 
-/// Audit indexes. Events written before this version are indexed here so queries see them.
+/// The first audit index. Its rows are no longer written or read: version 3 drops the table
+/// and rebuilds the index from the events, so indexing them here would be wasted work.
 fn v1_audit_indexes(txn: &WriteTransaction) -> Result<()> {
     txn.open_table(AUDIT_INDEX)?;
-    super::audit::reindex_all(txn)
+    Ok(())
 }
 
 /// Clusters and their bootstrap tokens.
@@ -40,6 +45,14 @@ fn v2_clusters(txn: &WriteTransaction) -> Result<()> {
     txn.open_table(CLUSTER_NAMES)?;
     txn.open_table(BOOTSTRAP_TOKENS)?;
     Ok(())
+}
+
+/// Audit indexes as posting lists (one row per key and block of events instead of one per
+/// key and event), rebuilt from the events. The events and their chain are untouched.
+fn v3_audit_postings(txn: &WriteTransaction) -> Result<()> {
+    txn.delete_table(AUDIT_INDEX)?;
+    txn.open_table(AUDIT_POSTINGS)?;
+    super::audit::reindex_all(txn)
 }
 
 pub(super) fn run(store: &Store) -> Result<()> {

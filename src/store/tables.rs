@@ -39,6 +39,14 @@ pub const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("session
 
 /// Audit events by sequence number (append-only).
 pub const AUDIT_EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("audit_events");
-/// Secondary indexes over the audit events: `("field=value", seq)`, e.g. `("user=alice", 42)`.
-/// One table for all fields keeps the write path to one extra B-tree.
+/// The first secondary index over the audit events, one row per event and key:
+/// `("field=value", seq)`. Schema version 4 replaced it with [`AUDIT_POSTINGS`]; it is only
+/// defined so the migration can drop it.
 pub const AUDIT_INDEX: TableDefinition<(&str, u64), ()> = TableDefinition::new("audit_index");
+/// Secondary indexes over the audit events as posting lists: `("field=value", block)` → the
+/// events of that block (seqs `block * POSTING_SPAN ..` the next block) that have the key, as
+/// ascending little-endian `u16` offsets. One row per key and block instead of one per key and
+/// event: a batch of appends costs one read-modify-write per distinct key, not one B-tree
+/// insert per key per event. One table for all fields keeps the write path to one extra B-tree.
+pub const AUDIT_POSTINGS: TableDefinition<(&str, u64), &[u8]> =
+    TableDefinition::new("audit_postings");

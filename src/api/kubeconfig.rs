@@ -15,7 +15,7 @@ use super::{ApiError, record};
 use crate::authn::caller::Caller;
 use crate::domain::access::ClusterAccess;
 use crate::domain::audit::{Durability, Target};
-use crate::domain::cluster::{Cluster, USER_ORGANIZATION};
+use crate::domain::cluster::{Cluster, ISSUED_PREFIX, USER_ORGANIZATION};
 use crate::domain::org::Project;
 use crate::state::AppState;
 use crate::store::named;
@@ -75,10 +75,14 @@ pub async fn download(
     let key = rcgen::KeyPair::generate().map_err(ApiError::internal)?;
     let cert = state
         .pki
-        .issue_client_cert(
+        .issue_client_cert_with_unit(
             &key,
             &caller.user.id.to_string(),
             &[USER_ORGANIZATION.to_owned()],
+            Some(&format!(
+                "{ISSUED_PREFIX}{}",
+                time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000
+            )),
             Duration::from_secs(validity),
         )
         .map_err(ApiError::internal)?;

@@ -125,6 +125,17 @@ pub fn bootstrap_token_cluster(token: &str) -> Option<Uuid> {
 pub const AGENT_ORGANIZATION: &str = "ztka:agent";
 /// The subject a user's kubeconfig certificate carries: `CN=<user id>`, `O=ztka:user`.
 pub const USER_ORGANIZATION: &str = "ztka:user";
+/// The organizational unit of user certificates: `ztka:issued:<unix milliseconds>`. X.509
+/// validity has whole seconds; revocation compares against this exact issue time.
+pub const ISSUED_PREFIX: &str = "ztka:issued:";
+
+/// The issue time (unix milliseconds) recorded in a user certificate's units.
+pub fn issued_millis(units: &[String]) -> Option<i128> {
+    units
+        .iter()
+        .find_map(|o| o.strip_prefix(ISSUED_PREFIX))
+        .and_then(|ms| ms.parse().ok())
+}
 
 #[cfg(test)]
 mod tests {

@@ -11,6 +11,7 @@ use x509_parser::prelude::*;
 pub struct PeerCertificate {
     pub common_name: String,
     pub organizations: Vec<String>,
+    pub units: Vec<String>,
     /// Lower-case hex of the serial number's bytes.
     pub serial: String,
     pub not_before: i64,
@@ -31,9 +32,14 @@ impl PeerCertificate {
             .iter_organization()
             .filter_map(|o| o.as_str().ok().map(str::to_owned))
             .collect();
+        let units = subject
+            .iter_organizational_unit()
+            .filter_map(|o| o.as_str().ok().map(str::to_owned))
+            .collect();
         Ok(Self {
             common_name,
             organizations,
+            units,
             serial: hex::encode(cert.raw_serial()),
             not_before: cert.validity().not_before.timestamp(),
             not_after: cert.validity().not_after.timestamp(),

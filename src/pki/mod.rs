@@ -151,7 +151,24 @@ impl Pki {
         organizations: &[String],
         validity: Duration,
     ) -> Result<IssuedCert, PkiError> {
+        self.issue_client_cert_with_unit(public_key, common_name, organizations, None, validity)
+    }
+
+    /// As [`Pki::issue_client_cert`], with an organizational unit (`OU`) in the subject.
+    pub fn issue_client_cert_with_unit(
+        &self,
+        public_key: &impl rcgen::PublicKeyData,
+        common_name: &str,
+        organizations: &[String],
+        unit: Option<&str>,
+        validity: Duration,
+    ) -> Result<IssuedCert, PkiError> {
         let mut params = CertificateParams::default();
+        if let Some(unit) = unit {
+            params
+                .distinguished_name
+                .push(DnType::OrganizationalUnitName, unit);
+        }
         params
             .distinguished_name
             .push(DnType::CommonName, common_name);

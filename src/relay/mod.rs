@@ -258,11 +258,16 @@ async fn authorize(
             Some(user),
         )));
     }
-    let issued_at = peer.not_before + CERT_BACKDATE_SECS;
-    if user
-        .credentials_revoked_at
-        .is_some_and(|t| issued_at < t.unix_timestamp())
-    {
+    // Exact issue time from the certificate; without it, whole seconds, and a certificate
+    // from the second of the revocation counts as revoked.
+    let revoked = user.credentials_revoked_at.is_some_and(|t| {
+        let revoked_ms = t.unix_timestamp_nanos() / 1_000_000;
+        match crate::domain::cluster::issued_millis(&peer.units) {
+            Some(ms) => ms < revoked_ms,
+            None => (peer.not_before + CERT_BACKDATE_SECS) <= t.unix_timestamp(),
+        }
+    });
+    if revoked {
         return Err(Box::new((
             StatusCode::UNAUTHORIZED,
             "Unauthorized",

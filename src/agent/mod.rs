@@ -158,6 +158,13 @@ pub async fn run(config: AgentConfig, stop: CancellationToken) -> Result<(), Age
             "--server must be an https:// URL, got {server:?}"
         )));
     }
+    let malformed =
+        |t: &Secret| crate::domain::cluster::bootstrap_token_cluster(t.expose()).is_none();
+    if config.token.as_ref().is_some_and(malformed) {
+        return Err(AgentError::Usage(
+            "the bootstrap token is malformed (expected ztkab_<cluster id>_<secret>)".into(),
+        ));
+    }
     let roots = server_roots(config.server_ca.as_deref())?;
     let kube = kube::Cluster::connect(config.kubeconfig.as_deref()).await?;
     let store = match &config.state {

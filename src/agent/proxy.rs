@@ -21,49 +21,10 @@ use crate::tunnel::{
     USER_NAME_HEADER, UserAccess,
 };
 
-/// A Kubernetes `Status` failure.
-fn status(code: StatusCode, reason: &str, message: impl Into<String>) -> Response<Body> {
-    let body = serde_json::json!({
-        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-        "message": message.into(), "reason": reason, "code": code.as_u16(),
-    });
-    let mut res = Response::new(Body::from(body.to_string()));
-    *res.status_mut() = code;
-    res.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("application/json"),
-    );
-    res
-}
+use crate::tunnel::kube_status as status;
 
 fn header_str<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
     h.get(name).and_then(|v| v.to_str().ok())
-}
-
-/// Headers that are not forwarded to the API server: connection-specific ones, any
-/// credentials, impersonation, and ours.
-fn dropped(name: &str) -> bool {
-    matches!(
-        name,
-        "authorization"
-            | "proxy-authorization"
-            | "connection"
-            | "keep-alive"
-            | "te"
-            | "trailer"
-            | "transfer-encoding"
-            | "upgrade"
-            | "host"
-    ) || name.starts_with("impersonate-")
-        || name.starts_with("x-remote-")
-        || name.starts_with("x-ztka-")
-}
-
-fn is_hop_by_hop(name: &str) -> bool {
-    matches!(
-        name,
-        "connection" | "keep-alive" | "te" | "trailer" | "transfer-encoding" | "upgrade"
-    )
 }
 
 /// `/k8s/…` from the server.
@@ -117,7 +78,7 @@ pub async fn kube_request(cluster: &Cluster, req: Request<Incoming>) -> Response
         Err(e) => return status(StatusCode::BAD_REQUEST, "BadRequest", e.to_string()),
     };
     for (k, v) in h.iter() {
-        if !dropped(k.as_str()) {
+        if !crate::tunnel::is_stripped_request_header(k.as_str()) {
             out.headers_mut().append(k.clone(), v.clone());
         }
     }
@@ -153,7 +114,7 @@ impl RetainHopByHop for HeaderMap {
     fn retain_hop_by_hop(&mut self) {
         let names: Vec<_> = self
             .keys()
-            .filter(|k| is_hop_by_hop(k.as_str()))
+            .filter(|k| crate::tunnel::is_hop_by_hop(k.as_str()))
             .cloned()
             .collect();
         for n in names {

@@ -23,7 +23,7 @@ use crate::listener::ConnInfo;
 use crate::pki::csr;
 use crate::state::AppState;
 use crate::store::{clusters, named};
-use crate::tunnel::server::{TunnelOwner, cluster_target};
+use crate::tunnel::server::TunnelOwner;
 use crate::tunnel::{
     AGENT_VERSION_HEADER, IssuedIdentity, RegisterRequest, RenewRequest, UPGRADE_PROTOCOL,
 };
@@ -163,7 +163,7 @@ async fn register(
         .read(move |txn| named::read::by_id::<Cluster>(txn, &cluster_id.to_string()))
         .await?;
     let target = match &known {
-        Some(c) => cluster_target(c, &project_name(&state, c.project_id).await?),
+        Some(c) => Target::cluster(c, &project_name(&state, c.project_id).await?),
         None => target,
     };
     let signing = match parse_csr(&req.csr).and_then(|r| check_subject(&r, cluster_id).map(|()| r))
@@ -229,7 +229,7 @@ async fn hand_over(
     project: String,
     issued: crate::pki::IssuedCert,
 ) -> Result<axum::Json<IssuedIdentity>, ApiError> {
-    let mut event = NewEvent::system(action, cluster_target(&cluster, &project));
+    let mut event = NewEvent::system(action, Target::cluster(&cluster, &project));
     event.actor = agent_actor(client, Some(&cluster));
     event.request_id = super::error::current_request_id();
     event.details = serde_json::json!({ "serial": issued.serial });
@@ -276,7 +276,7 @@ async fn manifest(
     };
     let text = super::clusters::render_manifest(&state, &cluster.name, &token)?;
     let project = project_name(&state, cluster.project_id).await?;
-    let mut event = NewEvent::system("cluster.manifest", cluster_target(&cluster, &project));
+    let mut event = NewEvent::system("cluster.manifest", Target::cluster(&cluster, &project));
     event.actor = agent_actor(&client, None);
     event.request_id = super::error::current_request_id();
     record(&state, event, Durability::Fast).await?;
@@ -356,7 +356,7 @@ async fn authenticated(
         Ok(ok) => Ok(ok),
         Err((err, cluster)) => {
             let target = match &cluster {
-                Some(c) => cluster_target(c, &project_name(state, c.project_id).await?),
+                Some(c) => Target::cluster(c, &project_name(state, c.project_id).await?),
                 None => Target {
                     kind: "cluster".into(),
                     name: Some(cluster_id.to_owned()),
@@ -384,7 +384,7 @@ async fn renew(
     {
         Ok(r) => r,
         Err(err) => {
-            let target = cluster_target(&cluster, &project);
+            let target = Target::cluster(&cluster, &project);
             return Err(refuse(&state, &client, "agent.renew", target, Some(&cluster), err).await);
         }
     };

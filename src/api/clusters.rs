@@ -11,12 +11,12 @@ use super::views::ClusterView;
 use super::{ApiError, access, check_description, commit, find_named, validate_name};
 use crate::authn::caller::Caller;
 use crate::authz::{Act, Obj, Permit};
+use crate::domain::audit::Target;
 use crate::domain::cluster::{self, BootstrapToken, Cluster};
 use crate::domain::org::Project;
 use crate::manifest::{self, ManifestInput};
 use crate::state::AppState;
 use crate::store::{clusters, named};
-use crate::tunnel::server::cluster_target;
 
 /// The project and, for item routes, the cluster named in the path, after authorization.
 struct Scoped {
@@ -108,7 +108,7 @@ pub async fn create(
         kubernetes_version: None,
         last_seen: None,
     };
-    let event = caller.event("cluster.create", cluster_target(&cluster, &s.project.name));
+    let event = caller.event("cluster.create", Target::cluster(&cluster, &s.project.name));
     let stored = cluster.clone();
     commit(&state, &s.permit, event, move |txn| {
         named::insert(txn, &stored)
@@ -147,7 +147,7 @@ pub async fn update(
     if let Some(d) = &req.description {
         check_description(d)?;
     }
-    let event = caller.event("cluster.update", cluster_target(&cluster, &s.project.name));
+    let event = caller.event("cluster.update", Target::cluster(&cluster, &s.project.name));
     let id = cluster.id;
     let updated = commit(&state, &s.permit, event, move |txn| {
         clusters::modify(txn, id, |c| {
@@ -170,7 +170,7 @@ pub async fn delete(
 ) -> Result<StatusCode, ApiError> {
     let s = scoped(&state, &caller, &project, Act::Delete).await?;
     let cluster = find_cluster(&state, &s.project, name).await?;
-    let event = caller.event("cluster.delete", cluster_target(&cluster, &s.project.name));
+    let event = caller.event("cluster.delete", Target::cluster(&cluster, &s.project.name));
     let doomed = cluster.clone();
     commit(&state, &s.permit, event, move |txn| {
         clusters::delete(txn, &doomed)
@@ -214,7 +214,7 @@ pub async fn bootstrap(
     let hash = crate::authn::sha256_hex(&token);
     let mut event = caller.event(
         "cluster.bootstrap",
-        cluster_target(&cluster, &s.project.name),
+        Target::cluster(&cluster, &s.project.name),
     );
     event.details = serde_json::json!({ "token_expires_at": expires_at.unix_timestamp() });
     commit(&state, &s.permit, event, move |txn| {

@@ -15,10 +15,8 @@ use super::{ApiError, record};
 use crate::authn::caller::Caller;
 use crate::domain::access::ClusterAccess;
 use crate::domain::audit::{Durability, Target};
-use crate::domain::cluster::{Cluster, ISSUED_PREFIX, USER_ORGANIZATION};
-use crate::domain::org::Project;
+use crate::domain::cluster::{ISSUED_PREFIX, USER_ORGANIZATION};
 use crate::state::AppState;
-use crate::store::named;
 
 /// Longest validity an administrator can set for one user (one year).
 pub const MAX_VALIDITY_SECS: u64 = 365 * 24 * 3600;
@@ -42,21 +40,12 @@ pub async fn download(
     }
     let clusters = state
         .store
-        .read(|txn| {
-            let clusters = named::read::every::<Cluster>(txn)?;
-            let projects = named::read::every::<Project>(txn)?;
-            Ok(clusters
-                .into_iter()
-                .filter_map(|c| {
-                    let p = projects.iter().find(|p| p.id == c.project_id)?;
-                    Some((c.name, p.name.clone()))
-                })
-                .collect::<Vec<_>>())
-        })
+        .read(crate::store::clusters::with_projects)
         .await?;
     let grants = state.authz.effective_grants(caller.user.id);
     let reachable: Vec<(String, String)> = clusters
         .into_iter()
+        .map(|(c, project)| (c.name, project))
         .filter(|(_, project)| !ClusterAccess::from_grants(&grants, project).is_none())
         .filter(|(name, _)| q.cluster.as_ref().is_none_or(|c| c == name))
         .collect();

@@ -497,6 +497,17 @@ impl Target {
         Self::of("user", name)
     }
 
+    /// A cluster, with its project.
+    pub fn cluster(cluster: &super::cluster::Cluster, project: &str) -> Self {
+        Self {
+            kind: "cluster".into(),
+            name: Some(cluster.name.clone()),
+            project: Some(project.to_owned()),
+            cluster: Some(cluster.name.clone()),
+            namespace: None,
+        }
+    }
+
     pub fn in_project(mut self, project: &str) -> Self {
         self.project = Some(project.to_owned());
         self

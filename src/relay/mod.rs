@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use bytes::Bytes;
 use futures_util::StreamExt as _;
 use http_body_util::BodyExt as _;
@@ -24,7 +24,7 @@ use uuid::Uuid;
 use crate::domain::access::ClusterAccess;
 use crate::domain::audit::{Actor, Durability, EventKind, NewEvent, Target};
 use crate::domain::cluster::{Cluster, USER_ORGANIZATION};
-use crate::domain::org::Project;
+use crate::domain::org::{Group, Project};
 use crate::domain::user::User;
 use crate::listener::ConnInfo;
 use crate::state::AppState;
@@ -41,19 +41,7 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Certificates are backdated this much at issue (see `Pki::issue_client_cert`).
 const CERT_BACKDATE_SECS: i64 = 300;
 
-/// A Kubernetes `Status` failure, the error shape kubectl understands.
-pub fn status(code: StatusCode, reason: &str, message: impl Into<String>) -> Response {
-    let body = serde_json::json!({
-        "kind": "Status",
-        "apiVersion": "v1",
-        "metadata": {},
-        "status": "Failure",
-        "message": message.into(),
-        "reason": reason,
-        "code": code.as_u16(),
-    });
-    (code, axum::Json(body)).into_response()
-}
+pub use crate::tunnel::kube_status as status;
 
 /// Who is asking and where to.
 struct Authorized {
@@ -62,36 +50,6 @@ struct Authorized {
     cluster: Cluster,
     project: String,
     access: ClusterAccess,
-}
-
-/// Header names that never cross the relay from a client: identity, hop-by-hop, and ours.
-fn is_stripped(name: &HeaderName) -> bool {
-    let n = name.as_str();
-    matches!(
-        n,
-        "authorization"
-            | "proxy-authorization"
-            | "cookie"
-            | "connection"
-            | "keep-alive"
-            | "proxy-connection"
-            | "te"
-            | "trailer"
-            | "transfer-encoding"
-            | "upgrade"
-            | "host"
-            | "http2-settings"
-    ) || n.starts_with("impersonate-")
-        || n.starts_with("x-remote-")
-        || n.starts_with("x-ztka-")
-}
-
-/// Response headers that are connection-specific (or ours) and not passed back.
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    matches!(
-        name.as_str(),
-        "connection" | "keep-alive" | "transfer-encoding" | "upgrade" | "te" | "trailer"
-    ) || name.as_str().starts_with("x-ztka-")
 }
 
 /// `/k8s/{cluster}` and everything below it.
@@ -224,6 +182,8 @@ async fn authorize(
         return Err(unauthorized("this certificate does not name a user"));
     };
     let name = cluster_name.to_owned();
+    let group_ids = state.authz.groups_of(user_id);
+    // One read transaction for everything the decision and the audit event need.
     let loaded = state
         .store
         .read(move |txn| {
@@ -233,10 +193,16 @@ async fn authorize(
                 Some(c) => named::read::by_id::<Project>(txn, &c.project_id.to_string())?,
                 None => None,
             };
-            Ok((user, cluster, project))
+            let mut groups = Vec::with_capacity(group_ids.len());
+            for id in &group_ids {
+                if let Some(g) = named::read::by_id::<Group>(txn, &id.to_string())? {
+                    groups.push(g.name);
+                }
+            }
+            Ok((user, cluster, project, groups))
         })
         .await;
-    let (user, cluster, project) = loaded.map_err(|e| {
+    let (user, cluster, project, groups) = loaded.map_err(|e| {
         tracing::error!(error = %e, "relay lookup failed");
         Box::new((
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -293,7 +259,6 @@ async fn authorize(
     if access.is_none() {
         return no_access(user);
     }
-    let groups = group_names(state, user.id).await;
     Ok(Authorized {
         user,
         groups,
@@ -301,31 +266,6 @@ async fn authorize(
         project: project.name,
         access,
     })
-}
-
-async fn group_names(state: &AppState, user: Uuid) -> Vec<String> {
-    let ids: Vec<String> = state
-        .authz
-        .groups_of(user)
-        .into_iter()
-        .map(|g| g.to_string())
-        .collect();
-    if ids.is_empty() {
-        return Vec::new();
-    }
-    state
-        .store
-        .read(move |txn| {
-            let mut out = Vec::new();
-            for id in &ids {
-                if let Some(g) = named::read::by_id::<crate::domain::org::Group>(txn, id)? {
-                    out.push(g.name);
-                }
-            }
-            Ok(out)
-        })
-        .await
-        .unwrap_or_default()
 }
 
 /// Sends the request over the tunnel and turns the agent's answer into the response.
@@ -359,7 +299,7 @@ async fn forward(
     let on_upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
     let mut headers = HeaderMap::with_capacity(parts.headers.len() + 4);
     for (name, value) in parts.headers.iter() {
-        if !is_stripped(name) {
+        if !crate::tunnel::is_stripped_request_header(name.as_str()) {
             headers.append(name.clone(), value.clone());
         }
     }
@@ -445,7 +385,7 @@ async fn forward(
         .is_some_and(|v| v.as_bytes() == b"101");
     let mut response = Response::new(Body::empty());
     for (name, value) in res_parts.headers.iter() {
-        if !is_hop_by_hop(name) {
+        if !crate::tunnel::is_hop_by_hop(name.as_str()) {
             response.headers_mut().append(name.clone(), value.clone());
         }
     }
@@ -551,6 +491,14 @@ pub async fn credentials_revoked(state: &AppState, user: Uuid) {
 }
 
 async fn reconcile(state: &AppState, users: Vec<Uuid>, revoked: bool) {
+    let clusters: Vec<(Uuid, String)> = state
+        .store
+        .read(crate::store::clusters::with_projects)
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(c, project)| (c.id, project))
+        .collect();
     for user_id in users {
         let user = state
             .store
@@ -567,42 +515,25 @@ async fn reconcile(state: &AppState, users: Vec<Uuid>, revoked: bool) {
             tracing::info!(user = %user_id, closed, "closed relay streams after an access change");
         }
         let name = user.as_ref().map(|u| u.name.clone()).unwrap_or_default();
-        push_access(state, user_id, &name, active.then_some(&grants)).await;
+        push_access(state, &clusters, user_id, &name, active.then_some(&grants));
     }
 }
 
 /// Sends each connected agent the user's access for its cluster (none when `grants` is None).
-async fn push_access(
+fn push_access(
     state: &AppState,
+    clusters: &[(Uuid, String)],
     user_id: Uuid,
     name: &str,
     grants: Option<&Vec<crate::domain::org::Grant>>,
 ) {
-    let clusters = state
-        .store
-        .read(|txn| {
-            let clusters = named::read::every::<Cluster>(txn)?;
-            let projects = named::read::every::<Project>(txn)?;
-            Ok(clusters
-                .into_iter()
-                .map(|c| {
-                    let p = projects
-                        .iter()
-                        .find(|p| p.id == c.project_id)
-                        .map(|p| p.name.clone())
-                        .unwrap_or_default();
-                    (c.id, p)
-                })
-                .collect::<Vec<_>>())
-        })
-        .await
-        .unwrap_or_default();
     for (cluster, project) in clusters {
+        let cluster = *cluster;
         let Some(mut sender) = state.tunnels.sender(cluster) else {
             continue;
         };
         let access = grants
-            .map(|g| ClusterAccess::from_grants(g, &project))
+            .map(|g| ClusterAccess::from_grants(g, project))
             .unwrap_or_default();
         let body = serde_json::to_vec(&UserAccess {
             user: name.to_owned(),

@@ -17,6 +17,18 @@ pub fn in_project(txn: &redb::ReadTransaction, project_id: Uuid) -> Result<Vec<C
         .collect())
 }
 
+/// Every cluster with its project's name, in cluster name order.
+pub fn with_projects(txn: &redb::ReadTransaction) -> Result<Vec<(Cluster, String)>> {
+    let projects = named::read::every::<crate::domain::org::Project>(txn)?;
+    Ok(named::read::every::<Cluster>(txn)?
+        .into_iter()
+        .filter_map(|c| {
+            let p = projects.iter().find(|p| p.id == c.project_id)?;
+            Some((c, p.name.clone()))
+        })
+        .collect())
+}
+
 /// Stores a new token for `cluster_id` and marks the cluster's earlier live tokens superseded.
 pub fn issue_token(txn: &WriteTransaction, hash: &str, token: &BootstrapToken) -> Result<()> {
     mark_tokens(txn, token.cluster_id, Revocation::Superseded)?;

@@ -100,3 +100,51 @@ pub struct IssuedIdentity {
     #[serde(with = "time::serde::rfc3339")]
     pub not_after: time::OffsetDateTime,
 }
+
+/// A Kubernetes `Status` failure, the error shape kubectl understands; both ends answer
+/// with it.
+pub fn kube_status(
+    code: hyper::StatusCode,
+    reason: &str,
+    message: impl Into<String>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    let body = serde_json::json!({
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message.into(),
+        "reason": reason,
+        "code": code.as_u16(),
+    });
+    (code, axum::Json(body)).into_response()
+}
+
+/// Connection-specific headers, never forwarded in either direction, and ours.
+pub fn is_hop_by_hop(name: &str) -> bool {
+    matches!(
+        name,
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "http2-settings"
+    ) || name.starts_with("x-ztka-")
+}
+
+/// Request headers that never travel from a client towards the API server: hop-by-hop
+/// ones, any credential or identity a client could claim, and `Host`. The relay removes
+/// them from kubectl's request; the agent removes them again before the API server.
+pub fn is_stripped_request_header(name: &str) -> bool {
+    is_hop_by_hop(name)
+        || matches!(
+            name,
+            "authorization" | "proxy-authorization" | "cookie" | "host"
+        )
+        || name.starts_with("impersonate-")
+        || name.starts_with("x-remote-")
+}

@@ -178,20 +178,10 @@ async fn remember(
 }
 
 async fn audit(state: &AppState, owner: &TunnelOwner, action: &str, details: serde_json::Value) {
-    let mut event = NewEvent::system(action, cluster_target(&owner.cluster, &owner.project));
+    let mut event = NewEvent::system(action, Target::cluster(&owner.cluster, &owner.project));
     event.actor = owner.actor.clone();
     event.details = details;
     if let Err(e) = state.audit.append(event, Durability::Durable).await {
         tracing::error!(error = %e, "cannot record a tunnel event");
-    }
-}
-
-pub fn cluster_target(cluster: &Cluster, project: &str) -> Target {
-    Target {
-        kind: "cluster".into(),
-        name: Some(cluster.name.clone()),
-        project: Some(project.to_owned()),
-        cluster: Some(cluster.name.clone()),
-        namespace: None,
     }
 }

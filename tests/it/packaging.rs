@@ -277,7 +277,8 @@ async fn agent_tells_systemd_it_is_ready_and_stopping() {
     let sock_path = dir.path().join("notify.sock");
     let sock = tokio::net::UnixDatagram::bind(&sock_path).unwrap();
     let token = dir.path().join("token");
-    std::fs::write(&token, "ztkab_not-a-real-token\n").unwrap();
+    // Well formed (a malformed token is refused before READY=1), but no server will take it.
+    std::fs::write(&token, "ztkab_0123456789abcdef0123456789abcdef_unused\n").unwrap();
     let mut agent = crate::fixture::ztka()
         // Nothing listens on port 1: registration keeps retrying.
         .args(["agent", "--server", "https://127.0.0.1:1", "--token-file"])
@@ -311,4 +312,28 @@ async fn agent_tells_systemd_it_is_ready_and_stopping() {
     .await
     .unwrap();
     assert!(status.code().is_some(), "the agent exits on SIGTERM");
+}
+
+/// A token that cannot be a ztka bootstrap token is a usage error, reported at once (exit 2,
+/// one line), before the agent tells systemd it is ready or starts retrying.
+#[test]
+fn agent_refuses_a_malformed_token_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = crate::fixture::ztka()
+        .args(["agent", "--server", "https://127.0.0.1:1", "--token"])
+        .arg("ztkab_not-a-real-token")
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .arg("--kubeconfig")
+        .arg(dir.path().join("missing-kubeconfig"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("bootstrap token is malformed"), "{stderr}");
+    assert!(
+        !stderr.contains("not-a-real-token"),
+        "the token is not echoed: {stderr}"
+    );
 }

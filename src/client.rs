@@ -31,12 +31,15 @@ pub enum ClientError {
     Config(String),
     #[error("timed out")]
     Timeout,
+    #[error("the response is larger than {0} bytes")]
+    TooLarge(usize),
 }
 
 #[derive(Clone)]
 pub struct HttpsClient {
     tls: Arc<rustls::ClientConfig>,
     timeout: Duration,
+    max_body: Option<usize>,
 }
 
 impl HttpsClient {
@@ -56,7 +59,14 @@ impl HttpsClient {
         Ok(Self {
             tls: Arc::new(tls),
             timeout,
+            max_body: None,
         })
+    }
+
+    /// Refuses response bodies larger than `limit` bytes.
+    pub fn with_max_body(mut self, limit: usize) -> Self {
+        self.max_body = Some(limit);
+        self
     }
 
     /// Sends `req` (absolute URI) and returns the response with its whole body.
@@ -116,7 +126,17 @@ impl HttpsClient {
         set_origin_form(&mut req)?;
         let res = sender.send_request(req).await?;
         let (parts, body) = res.into_parts();
-        let bytes = body.collect().await?.to_bytes();
+        let bytes = match self.max_body {
+            Some(limit) => http_body_util::Limited::new(body, limit)
+                .collect()
+                .await
+                .map_err(|e| match e.downcast::<hyper::Error>() {
+                    Ok(e) => ClientError::Http(*e),
+                    Err(_) => ClientError::TooLarge(limit),
+                })?
+                .to_bytes(),
+            None => body.collect().await?.to_bytes(),
+        };
         Ok(hyper::Response::from_parts(parts, bytes))
     }
 }

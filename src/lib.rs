@@ -19,6 +19,7 @@ pub mod relay;
 pub mod sdnotify;
 pub mod serve;
 pub mod shutdown;
+pub mod sso;
 pub mod state;
 pub mod store;
 pub mod telemetry;

@@ -105,6 +105,7 @@ impl Server {
             settings: Arc::new(std::sync::RwLock::new(settings)),
             tunnels: Arc::new(crate::tunnel::Tunnels::default()),
             streams: Arc::default(),
+            sso: Arc::default(),
             store,
             audit,
             pki: Arc::new(pki),

@@ -118,6 +118,23 @@ pub async fn login(
     }
     state.throttle.success(&keys[0]);
 
+    let (headers, csrf) = start_session(&state, &user, &client).await?;
+    record(&state, event.with_outcome(200), Durability::Durable).await?;
+    let body = LoginResponse {
+        user: UserView::from(&user),
+        csrf_token: csrf,
+        must_change_password: user.must_change_password,
+    };
+    Ok((StatusCode::OK, headers, axum::Json(body)).into_response())
+}
+
+/// Creates a console session for `user`: stores it (cookie and CSRF token hashed) and
+/// returns the `Set-Cookie` headers and the CSRF token to hand to the console.
+pub async fn start_session(
+    state: &AppState,
+    user: &crate::domain::user::User,
+    client: &ClientInfo,
+) -> Result<(HeaderMap, String), ApiError> {
     let cookie = new_secret();
     let csrf = new_secret();
     let now = OffsetDateTime::now_utc();
@@ -133,8 +150,6 @@ pub async fn login(
         .store
         .write(move |txn| store::grants::put_session(txn, &key, &session))
         .await?;
-    record(&state, event.with_outcome(200), Durability::Durable).await?;
-
     let max_age = state.settings().session_absolute_timeout_secs;
     let mut headers = HeaderMap::new();
     let cookie_header = format!(
@@ -145,12 +160,7 @@ pub async fn login(
         HeaderValue::from_str(&cookie_header).map_err(ApiError::internal)?,
     );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    let body = LoginResponse {
-        user: UserView::from(&user),
-        csrf_token: csrf,
-        must_change_password: user.must_change_password,
-    };
-    Ok((StatusCode::OK, headers, axum::Json(body)).into_response())
+    Ok((headers, csrf))
 }
 
 pub async fn logout(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {

@@ -13,6 +13,7 @@ pub mod kubeconfig;
 pub mod openapi;
 pub mod projects;
 pub mod settings;
+pub mod sso;
 pub mod tokens;
 pub mod users;
 pub mod views;

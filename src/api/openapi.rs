@@ -5,7 +5,9 @@ use axum::extract::State;
 use axum::routing::{MethodRouter, delete, get, patch, post};
 use serde_json::{Value, json};
 
-use super::{audit, auth, clusters, grants, groups, kubeconfig, projects, settings, tokens, users};
+use super::{
+    audit, auth, clusters, grants, groups, kubeconfig, projects, settings, sso, tokens, users,
+};
 use crate::state::AppState;
 
 pub struct Route {
@@ -401,6 +403,97 @@ pub fn routes() -> Vec<(Route, MethodRouter<AppState>)> {
             .body("UpdateSettings"),
             patch(settings::update),
         ),
+        (
+            r(
+                "get",
+                "/sso/providers",
+                "sso",
+                "List single sign-on providers",
+            )
+            .paged(),
+            get(sso::list),
+        ),
+        (
+            r(
+                "post",
+                "/sso/providers",
+                "sso",
+                "Add an OpenID Connect provider",
+            )
+            .body("CreateSsoProvider")
+            .status(201),
+            post(sso::create),
+        ),
+        (
+            r("get", "/sso/providers/{name}", "sso", "Get a provider"),
+            get(sso::get),
+        ),
+        (
+            r("patch", "/sso/providers/{name}", "sso", "Change a provider")
+                .body("UpdateSsoProvider"),
+            patch(sso::update),
+        ),
+        (
+            r(
+                "delete",
+                "/sso/providers/{name}",
+                "sso",
+                "Remove a provider",
+            )
+            .status(204),
+            delete(sso::delete),
+        ),
+        (
+            r(
+                "post",
+                "/sso/providers/{name}/test",
+                "sso",
+                "Fetch the provider's discovery document and keys now",
+            ),
+            post(sso::test),
+        ),
+        (
+            r(
+                "get",
+                "/auth/sso",
+                "auth",
+                "Providers offered on the sign-in page",
+            )
+            .public(),
+            get(sso::options),
+        ),
+        (
+            r(
+                "get",
+                "/auth/sso/{name}/login",
+                "auth",
+                "Start signing in with a provider (redirects the browser)",
+            )
+            .public()
+            .status(303),
+            get(sso::login),
+        ),
+        (
+            r(
+                "get",
+                "/auth/sso/{name}/callback",
+                "auth",
+                "Where the provider returns the browser (redirects to the console)",
+            )
+            .public()
+            .status(303),
+            get(sso::callback),
+        ),
+        (
+            r(
+                "get",
+                "/auth/sso/errors/{id}",
+                "auth",
+                "Why a sign-in failed (readable once)",
+            )
+            .public(),
+            get(sso::error),
+        ),
     ]
 }
 
@@ -491,7 +584,13 @@ pub fn schemas() -> serde_json::Map<String, Value> {
         ),
     );
     add("UpdateGroup", object(&[], &[("description", string())]));
-    add("AddMember", object(&["user"], &[("user", name.clone())]));
+    add(
+        "AddMember",
+        object(
+            &["user"],
+            &[("user", json!({"type": "string", "maxLength": 254}))],
+        ),
+    );
     add(
         "CreateProject",
         object(
@@ -536,6 +635,41 @@ pub fn schemas() -> serde_json::Map<String, Value> {
             &[("name", string()), ("expires_in_secs", integer())],
         ),
     );
+    let strings = json!({"type": "array", "items": {"type": "string"}});
+    let mapping = json!({"type": "array", "items": object(&["idp_group", "group"], &[("idp_group", string()), ("group", name.clone())])});
+    let provider_fields = |with_name: bool| {
+        let mut fields = vec![
+            ("display_name", string()),
+            (
+                "issuer",
+                json!({"type": "string", "format": "uri", "pattern": "^https://"}),
+            ),
+            ("client_id", string()),
+            (
+                "client_secret",
+                json!({"type": "string", "writeOnly": true}),
+            ),
+            ("scopes", strings.clone()),
+            ("username_claim", string()),
+            ("groups_claim", string()),
+            ("allowed_domains", strings.clone()),
+            ("group_mapping", mapping.clone()),
+            ("ca_pem", string()),
+            ("enabled", json!({"type": "boolean"})),
+        ];
+        if with_name {
+            fields.insert(0, ("name", name.clone()));
+        }
+        fields
+    };
+    add(
+        "CreateSsoProvider",
+        object(
+            &["name", "issuer", "client_id", "client_secret"],
+            &provider_fields(true),
+        ),
+    );
+    add("UpdateSsoProvider", object(&[], &provider_fields(false)));
     add(
         "UpdateSettings",
         object(

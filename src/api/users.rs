@@ -211,6 +211,7 @@ pub async fn delete(
     let to_delete = doomed_grants.clone();
     commit(&state, &permit, event, move |txn| {
         named::delete(txn, &doomed)?;
+        store::sso::unlink(txn, &doomed)?;
         to_delete.delete_in(txn)?;
         store::grants::delete_tokens_of(txn, doomed.id)?;
         for mut group in named::write::every::<Group>(txn)? {

@@ -19,6 +19,9 @@ pub struct UserView {
     pub disabled: bool,
     pub must_change_password: bool,
     pub kubeconfig_validity_secs: Option<u64>,
+    /// For SSO users: the provider they last signed in through.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sso_provider: Option<String>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
@@ -36,6 +39,7 @@ impl From<&User> for UserView {
             disabled: u.disabled,
             must_change_password: u.must_change_password,
             kubeconfig_validity_secs: u.kubeconfig_validity_secs,
+            sso_provider: u.sso.as_ref().map(|l| l.provider.clone()),
             created_at: u.created_at,
             updated_at: u.updated_at,
         }

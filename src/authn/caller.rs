@@ -89,9 +89,8 @@ impl Caller {
     }
 }
 
-pub fn cookie_value<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
-    parts
-        .headers
+pub fn cookie_value<'a>(headers: &'a axum::http::HeaderMap, name: &str) -> Option<&'a str> {
+    headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
@@ -128,7 +127,7 @@ impl FromRequestParts<AppState> for Caller {
         let now = OffsetDateTime::now_utc();
         let (user, via) = if let Some(token) = bearer(parts)? {
             authenticate_token(state, token, now).await?
-        } else if let Some(cookie) = cookie_value(parts, SESSION_COOKIE) {
+        } else if let Some(cookie) = cookie_value(&parts.headers, SESSION_COOKIE) {
             let (user, key_hash, session) = authenticate_session(state, cookie, now).await?;
             if !is_safe(&parts.method) {
                 check_csrf(parts, &session)?;

@@ -5,4 +5,5 @@ pub mod audit;
 pub mod cluster;
 pub mod names;
 pub mod org;
+pub mod sso;
 pub mod user;

@@ -41,6 +41,9 @@ pub struct User {
     /// Overrides the organization's kubeconfig validity for this user.
     #[serde(default)]
     pub kubeconfig_validity_secs: Option<u64>,
+    /// For SSO users: the provider's subject this user is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sso: Option<super::sso::SsoLink>,
 }
 
 impl std::fmt::Debug for User {
@@ -56,19 +59,30 @@ impl std::fmt::Debug for User {
 
 impl User {
     pub fn new_local(name: &str, password_hash: String, now: OffsetDateTime) -> Self {
+        Self::new(name, UserKind::Local, Some(password_hash), now)
+    }
+
+    /// A user of any kind with default settings.
+    pub fn new(
+        name: &str,
+        kind: UserKind,
+        password_hash: Option<String>,
+        now: OffsetDateTime,
+    ) -> Self {
         Self {
             id: Uuid::now_v7(),
             name: name.to_owned(),
-            kind: UserKind::Local,
+            kind,
             display_name: String::new(),
             email: String::new(),
-            password_hash: Some(password_hash),
+            password_hash,
             must_change_password: false,
             disabled: false,
             created_at: now,
             updated_at: now,
             credentials_revoked_at: None,
             kubeconfig_validity_secs: None,
+            sso: None,
         }
     }
 }

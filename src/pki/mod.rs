@@ -8,6 +8,7 @@
 pub mod csr;
 mod files;
 pub mod identity;
+pub mod sealing;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -57,6 +58,8 @@ pub struct Pki {
     server_key: PrivateKeyDer<'static>,
     /// True when the operator supplied the server certificate.
     pub operator_certificate: bool,
+    /// Seals secrets stored in the database; keyed from the CA key.
+    pub sealer: sealing::Sealer,
 }
 
 impl std::fmt::Debug for Pki {
@@ -96,7 +99,13 @@ impl Pki {
                 (chain, key, false)
             }
         };
+        let sealer =
+            sealing::Sealer::derive(&ca_key.serialize_der()).map_err(|e| PkiError::Invalid {
+                path: data_dir.join(CA_KEY_FILE),
+                message: e.to_string(),
+            })?;
         Ok(Self {
+            sealer,
             ca_cert_pem,
             ca_cert_der,
             ca_key,

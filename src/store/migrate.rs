@@ -11,6 +11,7 @@ const MIGRATIONS: &[fn(&WriteTransaction) -> Result<()>] = &[
     v1_audit_indexes,
     v2_clusters,
     v3_audit_postings,
+    v4_sso,
 ];
 
 pub const SCHEMA_VERSION: u64 = MIGRATIONS.len() as u64;
@@ -53,6 +54,14 @@ fn v3_audit_postings(txn: &WriteTransaction) -> Result<()> {
     txn.delete_table(AUDIT_INDEX)?;
     txn.open_table(AUDIT_POSTINGS)?;
     super::audit::reindex_all(txn)
+}
+
+/// Single sign-on providers and the index of SSO identities.
+fn v4_sso(txn: &WriteTransaction) -> Result<()> {
+    txn.open_table(SSO_PROVIDERS)?;
+    txn.open_table(SSO_PROVIDER_NAMES)?;
+    txn.open_table(SSO_IDENTITIES)?;
+    Ok(())
 }
 
 pub(super) fn run(store: &Store) -> Result<()> {

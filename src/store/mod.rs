@@ -9,6 +9,7 @@ pub mod clusters;
 pub mod grants;
 mod migrate;
 pub mod named;
+pub mod sso;
 pub mod tables;
 pub mod users;
 

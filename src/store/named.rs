@@ -173,6 +173,12 @@ macro_rules! named {
 }
 
 named!(crate::domain::user::User, "user", USERS, USER_NAMES);
+named!(
+    crate::domain::sso::SsoProvider,
+    "SSO provider",
+    SSO_PROVIDERS,
+    SSO_PROVIDER_NAMES
+);
 named!(crate::domain::org::Group, "group", GROUPS, GROUP_NAMES);
 named!(
     crate::domain::org::Project,

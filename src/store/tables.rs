@@ -24,6 +24,13 @@ pub const CLUSTER_NAMES: TableDefinition<&str, &str> = TableDefinition::new("clu
 /// Bootstrap tokens by SHA-256 of the token.
 pub const BOOTSTRAP_TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("bootstrap_tokens");
 
+/// OpenID Connect providers by id, with a unique name index.
+pub const SSO_PROVIDERS: TableDefinition<&str, &[u8]> = TableDefinition::new("sso_providers");
+pub const SSO_PROVIDER_NAMES: TableDefinition<&str, &str> =
+    TableDefinition::new("sso_provider_names");
+/// SSO users by `issuer \u{1f} subject` → user id.
+pub const SSO_IDENTITIES: TableDefinition<&str, &str> = TableDefinition::new("sso_identities");
+
 /// Grants by id (UUIDv7, so key order is creation order).
 pub const GRANTS: TableDefinition<&str, &[u8]> = TableDefinition::new("grants");
 

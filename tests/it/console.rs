@@ -48,6 +48,10 @@ fn console_in_chromium_admin_and_second_user_flows() {
     let port = crate::fixture::free_port();
     let external = format!("https://localhost:{port}");
     let data = dir.path().join("data");
+    // A real OpenID provider for the single sign-on steps.
+    let idp = crate::sso::Idp::start(&format!("{external}/api/v1/auth/sso/test-idp/callback"));
+    let idp_ca = dir.path().join("idp-ca.pem");
+    std::fs::write(&idp_ca, &idp.ca_pem).unwrap();
     let server = ServerProcess::start_at(
         &data,
         &format!("127.0.0.1:{port}"),
@@ -84,6 +88,14 @@ fn console_in_chromium_admin_and_second_user_flows() {
         .arg(&shots)
         .arg("--chromium")
         .arg(&chromium)
+        .arg("--idp-issuer")
+        .arg(idp.issuer())
+        .arg("--idp-ca")
+        .arg(&idp_ca)
+        .arg("--idp-client-id")
+        .arg(crate::sso::CLIENT_ID)
+        .arg("--idp-client-secret")
+        .arg(crate::sso::CLIENT_SECRET)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -124,6 +136,8 @@ fn console_in_chromium_admin_and_second_user_flows() {
                 "group",
                 "access",
                 "audit",
+                "sso",
+                "login-sso",
             ] {
                 for scheme in ["light", "dark"] {
                     let f = shots.join(format!("{page}-{scheme}.png"));
@@ -137,6 +151,7 @@ fn console_in_chromium_admin_and_second_user_flows() {
         ),
     }
     drop(server);
+    drop(idp);
     drop(sim);
     drop(runtime);
 }

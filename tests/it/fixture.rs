@@ -326,7 +326,12 @@ impl ApiClient {
         }
         let req = req.body(Full::new(body.unwrap_or_default())).unwrap();
         let res = self.http.send(req).await.unwrap();
-        if let Some(set) = res.headers().get("set-cookie") {
+        let session_cookie = res
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .find(|v| v.as_bytes().starts_with(b"ztka_session="));
+        if let Some(set) = session_cookie {
             let v = set.to_str().unwrap();
             assert!(
                 v.contains("HttpOnly") && v.contains("Secure") && v.contains("SameSite=Strict"),

@@ -11,3 +11,4 @@ mod listener;
 mod packaging;
 mod relay;
 mod serve;
+mod sso;

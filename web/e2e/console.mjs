@@ -4,7 +4,12 @@
 //
 //   node e2e/console.mjs --url https://localhost:PORT --ca DATA/ca.crt \
 //        --password-file DATA/initial-admin-password [--screenshots DIR] \
-//        [--clusters --agent-command CMD] [--kubectl PATH]
+//        [--clusters --agent-command CMD] [--kubectl PATH] \
+//        [--idp-issuer URL --idp-ca FILE --idp-client-id ID --idp-client-secret SECRET]
+//
+// With --idp-issuer, an admin configures that OpenID provider on the single sign-on page and
+// a third person signs in through it (user "alice", password "alice-pw" at the provider,
+// member of its "eng" group, which the admin maps to the console's developers group).
 //
 // The cluster part (import a cluster, watch it come online, use its kubeconfig with kubectl)
 // runs only with --clusters or ZTKA_E2E_CLUSTERS=1. It runs CMD with `sh -c` once the
@@ -40,6 +45,10 @@ const { values: args } = parseArgs({
     "no-simulated-clusters": { type: "boolean", default: false },
     kubectl: { type: "string", default: process.env.KUBECTL ?? "kubectl" },
     chromium: { type: "string", default: process.env.CHROMIUM ?? "/usr/bin/chromium" },
+    "idp-issuer": { type: "string" },
+    "idp-ca": { type: "string" },
+    "idp-client-id": { type: "string" },
+    "idp-client-secret": { type: "string" },
   },
 });
 for (const required of ["url", "ca", "password-file"]) {
@@ -95,9 +104,9 @@ function expect(cond, message) {
  * Chromium is told to accept exactly the certificate that Node verified against the CA file:
  * the server's public key is pinned (needs a user-data-dir, which Playwright always gives).
  */
-async function serverKeyPin() {
-  const u = new URL(BASE);
-  const ca = readFileSync(args.ca);
+async function serverKeyPin(base = BASE, caFile = args.ca) {
+  const u = new URL(base);
+  const ca = readFileSync(caFile);
   const spki = await new Promise((ok, fail) => {
     const sock = tls.connect({ host: u.hostname, port: Number(u.port || 443), servername: u.hostname, ca }, () => {
       const cert = sock.getPeerCertificate(false);
@@ -260,7 +269,8 @@ async function simulateClusterApi(context) {
 
 async function main() {
   const initial = readFileSync(args["password-file"], "utf8").trim();
-  const pin = await serverKeyPin();
+  const pins = [await serverKeyPin()];
+  if (args["idp-issuer"]) pins.push(await serverKeyPin(args["idp-issuer"], args["idp-ca"]));
   const browser = await chromium.launch({
     executablePath: args.chromium,
     headless: true,
@@ -272,7 +282,7 @@ async function main() {
       "--disable-component-update",
       "--disable-sync",
       "--no-first-run",
-      `--ignore-certificate-errors-spki-list=${pin}`,
+      `--ignore-certificate-errors-spki-list=${pins.join(",")}`,
     ],
   });
   const contextOptions = { viewport: { width: 1280, height: 820 }, acceptDownloads: true, locale: "en-US" };
@@ -453,6 +463,37 @@ async function main() {
       await shot(admin, "settings");
     });
 
+    if (args["idp-issuer"]) {
+      await step("single sign-on: add an OpenID provider, test it, see its redirect URI", async () => {
+        await nav(admin, "Single sign-on");
+        await admin.getByRole("heading", { name: "No sign-in providers yet" }).waitFor();
+        await shot(admin, "sso-empty");
+        await admin.getByRole("button", { name: "Add provider" }).first().click();
+        const d = dialog(admin);
+        await d.getByLabel("Name", { exact: true }).fill("test-idp");
+        await d.getByLabel("Button text", { exact: true }).fill("Test IdP");
+        await d.getByLabel("Issuer URL", { exact: true }).fill("http://not-https.example");
+        await d.getByLabel("Client ID", { exact: true }).fill(args["idp-client-id"]);
+        await d.getByLabel("Client secret", { exact: true }).fill(args["idp-client-secret"]);
+        await d.getByRole("button", { name: "Add provider" }).click();
+        // The server's refusal appears next to the field it names.
+        await d.locator(".field.invalid").filter({ hasText: "Issuer URL" }).waitFor();
+        await d.getByLabel("Issuer URL", { exact: true }).fill(args["idp-issuer"]);
+        await d.getByLabel("Scopes", { exact: true }).fill("openid email profile groups");
+        await d.getByLabel("Allowed email domains", { exact: true }).fill("example.com");
+        await d.getByLabel("Group mapping", { exact: true }).fill("eng = developers");
+        await d.getByLabel("Provider CA (PEM)", { exact: true }).fill(readFileSync(args["idp-ca"], "utf8"));
+        await d.getByRole("button", { name: "Add provider" }).click();
+        await admin.getByRole("heading", { name: /Test IdP/ }).waitFor();
+        await admin.getByRole("button", { name: "Test", exact: true }).click();
+        await admin.getByText(/Discovery works/).waitFor();
+        const redirect = await admin.getByLabel("Redirect URI").innerText();
+        expect(redirect === `${BASE}/api/v1/auth/sso/test-idp/callback`, `redirect URI ${redirect}`);
+        expect(!(await admin.content()).includes(args["idp-client-secret"]), "the client secret is not shown");
+        await shot(admin, "sso");
+      });
+    }
+
     await step("my kubeconfig and account pages", async () => {
       await nav(admin, "My kubeconfig");
       await admin.getByRole("link", { name: "Download for all clusters" }).waitFor();
@@ -579,6 +620,47 @@ async function main() {
       await alice.getByText("namespace-read-only").waitFor();
       await shot(alice, "account-alice");
     });
+
+    if (args["idp-issuer"]) {
+      await step("a third person signs in with single sign-on and lands in their mapped group", async () => {
+        const ctx = await browser.newContext(contextOptions);
+        const page = await ctx.newPage();
+        current = page;
+        watch(page, "sso");
+        // A failed sign-in comes back with an error id the page reads (once) and explains.
+        await page.goto(`${BASE}/login?sso_error=no-such-error`);
+        await page.getByRole("alert").filter({ hasText: "Single sign-on failed" }).waitFor();
+        expect(!page.url().includes("sso_error"), `the error id is dropped from ${page.url()}`);
+        await page.goto(`${BASE}/projects`);
+        await heading(page, "Sign in");
+        await page.getByRole("link", { name: "Sign in with Test IdP" }).waitFor();
+        await shot(page, "login-sso");
+        await page.getByRole("link", { name: "Sign in with Test IdP" }).click();
+        await page.getByRole("heading", { name: "Sign in to Test IdP" }).waitFor();
+        await page.locator("input[name=username]").fill("alice");
+        await page.locator("input[name=password]").fill("alice-pw");
+        await page.locator("form [type=submit]").click();
+        // Back in the console, signed in, on the page the sign-in started from.
+        await heading(page, "Projects");
+        expect(new URL(page.url()).pathname === "/projects", `at ${page.url()}`);
+        expect(new URL(page.url()).hash === "", "the CSRF token is gone from the address bar");
+        await page.getByRole("link", { name: PROJECT }).waitFor();
+        await page.getByRole("link", { name: /^Your account/ }).click();
+        await page.getByText("via group developers").waitFor();
+        // The session can change things (the CSRF token from the sign-in works).
+        await nav(page, "API tokens");
+        await page.getByRole("button", { name: "New token" }).first().click();
+        const d = dialog(page);
+        await d.getByLabel("Name").fill("sso laptop");
+        await d.getByRole("button", { name: "Create token" }).click();
+        const token = await d.getByLabel("API token", { exact: true }).innerText();
+        expect(token.startsWith("ztka_"), `token looks like ${token.slice(0, 5)}…`);
+        await ctx.close();
+        current = admin;
+        await nav(admin, "Users");
+        await admin.getByRole("link", { name: "alice@example.com" }).waitFor();
+      });
+    }
 
     if (args.clusters) {
       await step("[clusters] alice downloads a kubeconfig for the cluster and kubectl uses it", async () => {

@@ -142,8 +142,40 @@ export interface User {
   email: string;
   disabled: boolean;
   must_change_password: boolean;
+  /** SSO users: the provider they last signed in through. */
+  sso_provider?: string;
   created_at: string;
   updated_at: string;
+}
+
+export interface GroupMapping {
+  idp_group: string;
+  group: string;
+}
+
+export interface SsoProvider {
+  id: string;
+  name: string;
+  display_name: string;
+  issuer: string;
+  client_id: string;
+  client_secret_set: boolean;
+  scopes: string[];
+  username_claim: string;
+  groups_claim: string;
+  allowed_domains: string[];
+  group_mapping: GroupMapping[];
+  ca_pem: string | null;
+  enabled: boolean;
+  redirect_uri: string;
+  created_at: string;
+  updated_at: string;
+}
+
+export interface SignInOption {
+  name: string;
+  display_name: string;
+  login_url: string;
 }
 
 export interface Group {

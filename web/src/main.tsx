@@ -19,6 +19,7 @@ import { Kubeconfig } from "./pages/Kubeconfig";
 import { Tokens } from "./pages/Tokens";
 import { Audit } from "./pages/Audit";
 import { SettingsPage } from "./pages/Settings";
+import { SsoPage } from "./pages/Sso";
 
 type Auth = { state: "booting" } | { state: "signed-out"; message?: string } | { state: "signed-in"; me: Me };
 
@@ -37,6 +38,12 @@ function App() {
   }, []);
 
   useEffect(() => {
+    // Single sign-on ends with the CSRF token in the fragment, which never reaches a server.
+    const sso = location.hash.match(/^#sso=([A-Za-z0-9_-]+)$/);
+    if (sso) {
+      setCsrfToken(sso[1]);
+      history.replaceState(null, "", location.pathname + location.search);
+    }
     // Without the CSRF token from sign-in nothing can be changed, so start from sign-in.
     if (csrfToken()) loadMe();
     else setAuth({ state: "signed-out" });
@@ -138,6 +145,7 @@ function Shell({ path }: { path: string }) {
     { href: "/tokens", label: "API tokens", icon: "token", show: true },
     { href: "/audit", label: "Audit log", icon: "list", show: caps.readAudit },
     { href: "/settings", label: "Settings", icon: "gear", show: caps.orgRead },
+    { href: "/sso", label: "Single sign-on", icon: "key", show: caps.orgRead },
   ];
   const active = (href: string) => (href === "/" ? path === "/" : path === href || path.startsWith(`${href}/`));
   return (
@@ -208,6 +216,7 @@ function Routes({ path }: { path: string }) {
   if (path === "/tokens") return <Tokens />;
   if (path === "/audit") return <Audit />;
   if (path === "/settings") return <SettingsPage />;
+  if (path === "/sso") return <SsoPage />;
   if (path === "/account") return <Account />;
   return (
     <div class="empty">

@@ -106,6 +106,7 @@ impl Server {
             tunnels: Arc::new(crate::tunnel::Tunnels::default()),
             streams: Arc::default(),
             sso: Arc::default(),
+            relay_lookups: Arc::default(),
             store,
             audit,
             pki: Arc::new(pki),

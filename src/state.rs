@@ -27,6 +27,8 @@ pub struct AppState {
     pub tunnels: Arc<Tunnels>,
     /// Open relay streams, so revocation can end them.
     pub streams: Arc<crate::relay::streams::Streams>,
+    /// What the relay read for recent requests, valid while the store is unchanged.
+    pub relay_lookups: Arc<crate::relay::lookups::Lookups>,
     /// Single sign-on: sign-ins in progress and the providers' discovered keys.
     pub sso: Arc<crate::sso::Sso>,
 }

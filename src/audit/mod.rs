@@ -515,7 +515,7 @@ impl Writer {
                 Ok(())
             } else {
                 self.store
-                    .write_blocking(|txn| crate::store::audit::append_batch(txn, &batch.events))
+                    .write_log_blocking(|txn| crate::store::audit::append_batch(txn, &batch.events))
             };
             match result {
                 Ok(()) => break,
@@ -571,7 +571,7 @@ impl Writer {
         }
         let removed = self
             .store
-            .write_blocking(|txn| crate::store::audit::sweep(txn, cutoff, max, SWEEP_BUDGET))?;
+            .write_log_blocking(|txn| crate::store::audit::sweep(txn, cutoff, max, SWEEP_BUDGET))?;
         if removed > 0 {
             tracing::info!(removed, "audit retention removed old events");
         }

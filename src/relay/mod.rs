@@ -4,6 +4,7 @@
 //! tunnel with the user's identity and access level. The agent runs it as the user's
 //! just-in-time service account.
 
+pub mod lookups;
 pub mod request;
 pub mod streams;
 
@@ -183,25 +184,36 @@ async fn authorize(
     };
     let name = cluster_name.to_owned();
     let group_ids = state.authz.groups_of(user_id);
-    // One read transaction for everything the decision and the audit event need.
-    let loaded = state
-        .store
-        .read(move |txn| {
-            let user = crate::store::users::get(txn, user_id)?;
-            let cluster = named::read::by_name::<Cluster>(txn, &name)?;
-            let project = match &cluster {
-                Some(c) => named::read::by_id::<Project>(txn, &c.project_id.to_string())?,
-                None => None,
-            };
-            let mut groups = Vec::with_capacity(group_ids.len());
-            for id in &group_ids {
-                if let Some(g) = named::read::by_id::<Group>(txn, &id.to_string())? {
-                    groups.push(g.name);
+    let generation = state.store.generation();
+    let cached = state.relay_lookups.get(generation, user_id, cluster_name);
+    // One read transaction for everything the decision and the audit event need, unless
+    // nothing was written since the same user last reached the same cluster.
+    let loaded = match cached {
+        Some(hit) => Ok(hit),
+        None => state
+            .store
+            .read(move |txn| {
+                let user = crate::store::users::get(txn, user_id)?;
+                let cluster = named::read::by_name::<Cluster>(txn, &name)?;
+                let project = match &cluster {
+                    Some(c) => named::read::by_id::<Project>(txn, &c.project_id.to_string())?,
+                    None => None,
+                };
+                let mut groups = Vec::with_capacity(group_ids.len());
+                for id in &group_ids {
+                    if let Some(g) = named::read::by_id::<Group>(txn, &id.to_string())? {
+                        groups.push(g.name);
+                    }
                 }
-            }
-            Ok((user, cluster, project, groups))
-        })
-        .await;
+                Ok((user, cluster, project, groups))
+            })
+            .await
+            .inspect(|found| {
+                state
+                    .relay_lookups
+                    .put(generation, user_id, cluster_name, found.clone())
+            }),
+    };
     let (user, cluster, project, groups) = loaded.map_err(|e| {
         tracing::error!(error = %e, "relay lookup failed");
         Box::new((

@@ -82,6 +82,9 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 pub struct Store {
     db: Arc<redb::Database>,
     path: PathBuf,
+    /// Counts committed write transactions outside the audit log, so readers can cache
+    /// records and know when any of them may have changed.
+    generation: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for Store {
@@ -121,6 +124,7 @@ impl Store {
         let store = Self {
             db: Arc::new(db),
             path,
+            generation: Arc::default(),
         };
         migrate::run(&store)?;
         Ok(store)
@@ -128,6 +132,13 @@ impl Store {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Changes after every committed write (except the audit log's own): a value read
+    /// together with generation `g` is current while `generation()` is still `g`. Read it
+    /// before reading the records.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Runs `f` in a read transaction on the blocking pool.
@@ -160,6 +171,19 @@ impl Store {
     }
 
     pub fn write_blocking<T>(&self, f: impl FnOnce(&WriteTransaction) -> Result<T>) -> Result<T> {
+        let result = self.write_log_blocking(f);
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        result
+    }
+
+    /// A write to the audit log's own tables only: it does not change
+    /// [`Store::generation`], so cached users, clusters and groups stay valid while the log
+    /// grows.
+    pub fn write_log_blocking<T>(
+        &self,
+        f: impl FnOnce(&WriteTransaction) -> Result<T>,
+    ) -> Result<T> {
         let txn = self.db.begin_write()?;
         match f(&txn) {
             Ok(v) => {

@@ -115,6 +115,17 @@ pub async fn delete(
     let doomed = group.clone();
     let to_delete = doomed_grants.clone();
     commit(&state, &permit, event, move |txn| {
+        // A mapped group would fill again at the next sign-in if it were created anew.
+        let providers = named::write::every::<crate::domain::sso::SsoProvider>(txn)?;
+        if let Some(p) = providers
+            .iter()
+            .find(|p| p.group_mapping.iter().any(|m| m.group == doomed.name))
+        {
+            return Err(StoreError::InUse(format!(
+                "group {} is in the group mapping of sign-in provider {}; remove it there first",
+                doomed.name, p.name
+            )));
+        }
         named::delete(txn, &doomed)?;
         to_delete.delete_in(txn)?;
         Ok(())

@@ -655,6 +655,7 @@ pub fn schemas() -> serde_json::Map<String, Value> {
             ("allowed_domains", strings.clone()),
             ("group_mapping", mapping.clone()),
             ("ca_pem", string()),
+            ("require_verified_email", json!({"type": "boolean"})),
             ("enabled", json!({"type": "boolean"})),
         ];
         if with_name {

@@ -11,6 +11,7 @@ use uuid::Uuid;
 use super::extract::{Body, Page, PageQuery, Path, Query};
 use super::{ApiError, access, commit, find_named, page_named, record, validate_name};
 use crate::authn::caller::{Caller, ClientInfo, cookie_value};
+use crate::authn::throttle::Verdict;
 use crate::authz::{Act, Obj};
 use crate::domain::audit::{Durability, NewEvent, Target};
 use crate::domain::sso::{self, GroupMapping, SsoProvider};
@@ -18,9 +19,9 @@ use crate::sso::SsoError;
 use crate::state::AppState;
 use crate::store::{self, named};
 
-/// Binds a sign-in to the browser that started it.
-const FLOW_COOKIE: &str = "ztka_sso";
-const FLOW_COOKIE_PATH: &str = "/api/v1/auth/sso";
+/// Binds a sign-in to the browser that started it. `__Host-`: only this origin can set it,
+/// so a sibling domain cannot plant its own sign-in in a victim's browser.
+const FLOW_COOKIE: &str = "__Host-ztka_sso";
 
 #[derive(Debug, Serialize)]
 pub struct ProviderView {
@@ -37,6 +38,7 @@ pub struct ProviderView {
     pub allowed_domains: Vec<String>,
     pub group_mapping: Vec<GroupMapping>,
     pub ca_pem: Option<String>,
+    pub require_verified_email: bool,
     pub enabled: bool,
     /// Register this URL with the provider as the client's redirect URI.
     pub redirect_uri: String,
@@ -60,6 +62,7 @@ fn view(state: &AppState) -> impl Fn(&SsoProvider) -> ProviderView + '_ {
         allowed_domains: p.allowed_domains.clone(),
         group_mapping: p.group_mapping.clone(),
         ca_pem: p.ca_pem.clone(),
+        require_verified_email: p.require_verified_email,
         enabled: p.enabled,
         redirect_uri: crate::sso::redirect_uri(&state.config.external_url.url, &p.name),
         created_at: p.created_at,
@@ -108,6 +111,8 @@ pub struct CreateProvider {
     #[serde(default)]
     pub ca_pem: Option<String>,
     #[serde(default)]
+    pub require_verified_email: Option<bool>,
+    #[serde(default)]
     pub enabled: Option<bool>,
 }
 
@@ -126,6 +131,7 @@ pub struct UpdateProvider {
     pub group_mapping: Option<Vec<GroupMapping>>,
     /// An empty string removes it.
     pub ca_pem: Option<String>,
+    pub require_verified_email: Option<bool>,
     pub enabled: Option<bool>,
 }
 
@@ -199,6 +205,7 @@ fn described(p: &SsoProvider) -> serde_json::Value {
         "groups_claim": p.groups_claim,
         "allowed_domains": p.allowed_domains,
         "group_mapping": p.group_mapping,
+        "require_verified_email": p.require_verified_email,
         "enabled": p.enabled,
     })
 }
@@ -240,6 +247,7 @@ pub async fn create(
         allowed_domains: req.allowed_domains,
         group_mapping: req.group_mapping,
         ca_pem: req.ca_pem.filter(|p| !p.trim().is_empty()),
+        require_verified_email: req.require_verified_email.unwrap_or(true),
         enabled: req.enabled.unwrap_or(true),
         created_at: now,
         updated_at: now,
@@ -279,6 +287,7 @@ pub async fn update(
         groups_claim,
         allowed_domains,
         group_mapping,
+        require_verified_email,
         enabled
     );
     p.issuer = p.issuer.trim().to_owned();
@@ -384,7 +393,9 @@ fn safe_next(next: Option<String>) -> String {
     next.filter(|n| {
         n.starts_with('/')
             && !n.starts_with("//")
-            && !n.starts_with("/api/")
+            && !["/api/", "/k8s/", "/agent/"]
+                .iter()
+                .any(|p| n.starts_with(p))
             && !n.contains('\\')
             && n.len() <= 512
             && !n.chars().any(char::is_control)
@@ -409,9 +420,7 @@ fn see_other(location: &str, cookie: Option<String>) -> Response {
 }
 
 fn flow_cookie(value: &str, max_age: u64) -> String {
-    format!(
-        "{FLOW_COOKIE}={value}; Path={FLOW_COOKIE_PATH}; Max-Age={max_age}; HttpOnly; Secure; SameSite=Lax"
-    )
+    format!("{FLOW_COOKIE}={value}; Path=/; Max-Age={max_age}; HttpOnly; Secure; SameSite=Lax")
 }
 
 fn login_event(
@@ -433,6 +442,32 @@ fn login_event(
     e
 }
 
+/// Failed sign-ins count against the client address, so no one can fill the audit log or
+/// the error stash from one address.
+fn throttle_key(client: &ClientInfo) -> Vec<String> {
+    vec![format!("sso-ip:{}", client.addr)]
+}
+
+/// A path segment that cannot be a provider name is not looked up, stashed or recorded.
+fn check_provider_name(name: &str) -> Result<(), ApiError> {
+    crate::domain::names::validate_name(name)
+        .map_err(|_| ApiError::not_found("no such sign-in provider"))
+}
+
+async fn throttled(state: &AppState, client: &ClientInfo) -> Result<(), ApiError> {
+    match state.sso.throttle.check(&throttle_key(client)) {
+        Verdict::Locked => Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_attempts",
+            "too many failed sign-ins from this address; try again later",
+        )),
+        Verdict::Proceed(delay) => {
+            tokio::time::sleep(delay).await;
+            Ok(())
+        }
+    }
+}
+
 /// Records a failed sign-in and sends the browser to the sign-in page, which shows `error`.
 async fn refuse(
     state: &AppState,
@@ -442,6 +477,9 @@ async fn refuse(
     clear_flow: bool,
 ) -> Result<Response, ApiError> {
     tracing::info!(code = error.code, message = %error.message, "single sign-on refused");
+    if let Some(addr) = &event.actor.client_addr {
+        state.sso.throttle.failure(&[format!("sso-ip:{addr}")]);
+    }
     event = event.with_outcome(status);
     if let Some(obj) = event.details.as_object_mut() {
         obj.insert("reason".into(), error.code.into());
@@ -462,6 +500,8 @@ pub async fn login(
     Path(name): Path<String>,
     Query(q): Query<LoginQuery>,
 ) -> Result<Response, ApiError> {
+    check_provider_name(&name)?;
+    throttled(&state, &client).await?;
     let lookup = name.clone();
     let provider = state
         .store
@@ -479,7 +519,7 @@ pub async fn login(
     let redirect = crate::sso::redirect_uri(&state.config.external_url.url, &provider.name);
     match state
         .sso
-        .begin(&provider, &redirect, safe_next(q.next))
+        .begin(&provider, &redirect, safe_next(q.next), &client.addr)
         .await
     {
         Ok((url, binding)) => Ok(see_other(&url, Some(flow_cookie(&binding, 600)))),
@@ -503,6 +543,8 @@ pub async fn callback(
     Query(q): Query<CallbackQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    check_provider_name(&name)?;
+    throttled(&state, &client).await?;
     let event = login_event(&client, &name, None);
     let binding = cookie_value(&headers, FLOW_COOKIE);
     let flow = match q
@@ -638,6 +680,7 @@ pub async fn callback(
         "groups_joined": signed.joined.iter().map(|(_, n)| n).collect::<Vec<_>>(),
         "groups_left": signed.left.iter().map(|(_, n)| n).collect::<Vec<_>>(),
         "groups_missing": signed.missing,
+        "groups_claim_present": assertion.groups.is_some(),
     });
     record(&state, event, Durability::Durable).await?;
     // The console picks the CSRF token up from the fragment, which never reaches a server.
@@ -660,31 +703,47 @@ async fn apply_memberships(
     signed: &store::sso::SignIn,
 ) -> Result<(), ApiError> {
     let user = &signed.user;
-    if signed.created {
-        let mut e = NewEvent::system("user.create", Target::user(&user.name));
+    // The authorizer and the relay follow the database first; the records come after.
+    for (changes, add) in [(&signed.joined, true), (&signed.left, false)] {
+        for (gid, _) in changes {
+            state.authz.set_membership(user.id, *gid, add);
+        }
+    }
+    if !signed.left.is_empty() {
+        crate::relay::access_changed(state, vec![user.id]).await;
+    }
+    let event = |action: &str, target: Target, details: serde_json::Value| {
+        let mut e = NewEvent::system(action, target);
         e.actor = client.actor(Some(user));
         e.request_id = super::error::current_request_id();
-        e.details = serde_json::json!({"kind": "sso", "provider": provider.name});
-        record(state, e, Durability::Durable).await?;
+        e.details = details;
+        e
+    };
+    if signed.created {
+        let details = serde_json::json!({"kind": "sso", "provider": provider.name});
+        record(
+            state,
+            event("user.create", Target::user(&user.name), details),
+            Durability::Durable,
+        )
+        .await?;
     }
     for (changes, add) in [(&signed.joined, true), (&signed.left, false)] {
-        for (gid, gname) in changes {
-            state.authz.set_membership(user.id, *gid, add);
+        for (_, gname) in changes {
             let action = if add {
                 "group.member.add"
             } else {
                 "group.member.remove"
             };
-            let mut e = NewEvent::system(action, Target::of("group", gname));
-            e.actor = client.actor(Some(user));
-            e.request_id = super::error::current_request_id();
-            e.details =
+            let details =
                 serde_json::json!({"user": user.name, "source": "sso", "provider": provider.name});
-            record(state, e, Durability::Durable).await?;
+            record(
+                state,
+                event(action, Target::of("group", gname), details),
+                Durability::Durable,
+            )
+            .await?;
         }
-    }
-    if !signed.left.is_empty() {
-        crate::relay::access_changed(state, vec![user.id]).await;
     }
     Ok(())
 }

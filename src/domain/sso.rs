@@ -42,11 +42,20 @@ pub struct SsoProvider {
     /// Extra PEM roots for a provider behind a private CA.
     #[serde(default)]
     pub ca_pem: Option<String>,
+    /// Refuse an email address the provider does not mark `email_verified: true` when the
+    /// email names the user or decides the domain. Off only for providers that never send
+    /// the claim and verify addresses themselves.
+    #[serde(default = "yes")]
+    pub require_verified_email: bool,
     pub enabled: bool,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
     pub updated_at: OffsetDateTime,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl std::fmt::Debug for SsoProvider {
@@ -183,8 +192,9 @@ pub struct Assertion {
     pub username: String,
     pub email: Option<String>,
     pub display_name: String,
-    /// The groups claim, as asserted.
-    pub groups: BTreeSet<String>,
+    /// The groups claim, as asserted; `None` when the token does not carry it (then
+    /// memberships are left as they are rather than all removed).
+    pub groups: Option<BTreeSet<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -197,7 +207,7 @@ pub enum ClaimsError {
         value: String,
         reason: String,
     },
-    #[error("the provider says the email address {0} is not verified")]
+    #[error("the provider does not vouch that the email address {0} is verified")]
     UnverifiedEmail(String),
     #[error("the email domain {domain} is not allowed to sign in (allowed: {allowed})")]
     DomainNotAllowed { domain: String, allowed: String },
@@ -211,6 +221,16 @@ impl ClaimsError {
             Self::DomainNotAllowed { .. } => "sso_domain_not_allowed",
         }
     }
+}
+
+/// A claim by name, or by a dotted path into nested objects (`realm_access.roles`) when no
+/// claim has that literal name (names such as `https://example.com/groups` contain dots).
+pub fn claim<'a>(claims: &'a serde_json::Value, name: &str) -> Option<&'a serde_json::Value> {
+    claims.get(name).or_else(|| {
+        name.split('.')
+            .try_fold(claims, |v, part| v.get(part))
+            .filter(|_| name.contains('.'))
+    })
 }
 
 /// A user name an SSO user may have: an email address or a DNS-1123 label, lower case.
@@ -242,8 +262,7 @@ impl SsoProvider {
         subject: &str,
         claims: &serde_json::Value,
     ) -> Result<Assertion, ClaimsError> {
-        let raw = claims
-            .get(&self.username_claim)
+        let raw = claim(claims, &self.username_claim)
             .and_then(|v| v.as_str())
             .map(str::trim)
             .filter(|s| !s.is_empty())
@@ -263,10 +282,16 @@ impl SsoProvider {
             serde_json::Value::String(s) => Some(s == "true"),
             _ => None,
         });
-        if let Some(e) = &email
-            && verified == Some(false)
-        {
-            return Err(ClaimsError::UnverifiedEmail(e.clone()));
+        // The address that names the user or decides the domain must be vouched for.
+        let email_matters = self.username_claim == "email" || !self.allowed_domains.is_empty();
+        if let Some(e) = &email {
+            let refused = match verified {
+                Some(v) => !v,
+                None => email_matters && self.require_verified_email,
+            };
+            if refused {
+                return Err(ClaimsError::UnverifiedEmail(e.clone()));
+            }
         }
         if !self.allowed_domains.is_empty() {
             let address = email.as_deref().unwrap_or(&username);
@@ -282,14 +307,16 @@ impl SsoProvider {
                 });
             }
         }
-        let groups = match claims.get(&self.groups_claim) {
-            Some(serde_json::Value::Array(items)) => items
-                .iter()
-                .filter_map(|g| g.as_str())
-                .map(str::to_owned)
-                .collect(),
-            Some(serde_json::Value::String(one)) => BTreeSet::from([one.clone()]),
-            _ => BTreeSet::new(),
+        let groups = match claim(claims, &self.groups_claim) {
+            Some(serde_json::Value::Array(items)) => Some(
+                items
+                    .iter()
+                    .filter_map(|g| g.as_str())
+                    .map(str::to_owned)
+                    .collect(),
+            ),
+            Some(serde_json::Value::String(one)) => Some(BTreeSet::from([one.clone()])),
+            _ => None,
         };
         let display_name = claims
             .get("name")
@@ -353,6 +380,7 @@ mod tests {
                 },
             ],
             ca_pem: None,
+            require_verified_email: true,
             enabled: true,
             created_at: now,
             updated_at: now,
@@ -371,7 +399,7 @@ mod tests {
             .unwrap();
         assert_eq!(a.username, "alice@example.com");
         assert_eq!(a.display_name, "Alice");
-        let (managed, wanted) = p.mapped_groups(&a.groups);
+        let (managed, wanted) = p.mapped_groups(a.groups.as_ref().unwrap());
         assert_eq!(managed.len(), 2);
         assert_eq!(wanted, BTreeSet::from(["engineers".to_owned()]));
     }
@@ -380,7 +408,11 @@ mod tests {
     fn refusals_name_the_problem() {
         let p = provider();
         let e = p
-            .assertion("i", "s", &json!({"email": "bob@other.org"}))
+            .assertion(
+                "i",
+                "s",
+                &json!({"email": "bob@other.org", "email_verified": true}),
+            )
             .unwrap_err();
         assert_eq!(e.code(), "sso_domain_not_allowed");
         assert!(e.to_string().contains("other.org"), "{e}");
@@ -392,12 +424,41 @@ mod tests {
             )
             .unwrap_err();
         assert_eq!(e.code(), "sso_email_unverified");
+        let e = p
+            .assertion("i", "s", &json!({"email": "bob@example.com"}))
+            .unwrap_err();
+        assert_eq!(
+            e.code(),
+            "sso_email_unverified",
+            "no email_verified claim: {e}"
+        );
+        let mut lenient = provider();
+        lenient.require_verified_email = false;
+        let a = lenient
+            .assertion("i", "s", &json!({"email": "bob@example.com"}))
+            .unwrap();
+        assert_eq!(
+            a.groups, None,
+            "no groups claim: memberships stay as they are"
+        );
         let e = p.assertion("i", "s", &json!({"name": "x"})).unwrap_err();
         assert_eq!(e, ClaimsError::MissingUsername("email".into()));
         let e = p
             .assertion("i", "s", &json!({"email": "a b@example.com"}))
             .unwrap_err();
         assert_eq!(e.code(), "sso_bad_claims");
+    }
+
+    #[test]
+    fn nested_claims_by_path() {
+        let claims = json!({"realm_access": {"roles": ["eng"]}, "https://x.example/groups": ["a"]});
+        assert_eq!(claim(&claims, "realm_access.roles"), Some(&json!(["eng"])));
+        assert_eq!(
+            claim(&claims, "https://x.example/groups"),
+            Some(&json!(["a"]))
+        );
+        assert_eq!(claim(&claims, "realm_access"), claims.get("realm_access"));
+        assert_eq!(claim(&claims, "nope.roles"), None);
     }
 
     #[test]

@@ -23,6 +23,7 @@ use openidconnect::{
 };
 use uuid::Uuid;
 
+use crate::authn::throttle::{Policy, Throttle};
 use crate::client::{ClientError, HttpsClient};
 use crate::domain::sso::SsoProvider;
 
@@ -30,6 +31,8 @@ use crate::domain::sso::SsoProvider;
 const FLOW_TTL: Duration = Duration::from_secs(600);
 /// Sign-ins in progress at once; more are refused rather than growing memory.
 const MAX_FLOWS: usize = 10_000;
+/// Sign-ins in progress from one client address, so one address cannot use them all up.
+const MAX_FLOWS_PER_ADDRESS: usize = 20;
 /// Discovery documents are fetched again after this long.
 const METADATA_TTL: Duration = Duration::from_secs(3600);
 /// Errors shown on the sign-in page are kept this long for the console to read once.
@@ -71,6 +74,7 @@ pub struct Flow {
     binding_hash: String,
     /// Console path to return to.
     pub next: String,
+    client_addr: String,
     started: Instant,
 }
 
@@ -91,11 +95,32 @@ struct Discovered {
     fetched: Instant,
 }
 
-#[derive(Default)]
 pub struct Sso {
     flows: Mutex<HashMap<String, Flow>>,
     discovered: Mutex<HashMap<Uuid, Discovered>>,
     errors: Mutex<HashMap<String, (SsoError, Instant)>>,
+    /// Failed sign-ins per client address. Looser than the password throttle: a failure here
+    /// is more often a provider's or an admin's mistake than a guess, and a whole office may
+    /// share one address; it only keeps one address from flooding the log and the stash.
+    pub throttle: Throttle,
+}
+
+impl Default for Sso {
+    fn default() -> Self {
+        Self {
+            flows: Mutex::default(),
+            discovered: Mutex::default(),
+            errors: Mutex::default(),
+            throttle: Throttle::new(Policy {
+                window: Duration::from_secs(300),
+                slow_after: 30,
+                delay_step: Duration::from_millis(100),
+                max_delay: Duration::from_secs(1),
+                lock_after: 120,
+                lockout: Duration::from_secs(60),
+            }),
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -270,6 +295,7 @@ impl Sso {
         provider: &SsoProvider,
         redirect_uri: &str,
         next: String,
+        client_addr: &str,
     ) -> Result<(String, String), SsoError> {
         let metadata = self.metadata(provider, false).await?;
         let client = CoreClient::from_provider_metadata(
@@ -298,11 +324,16 @@ impl Sso {
             pkce_verifier: verifier.secret().clone(),
             binding_hash: crate::authn::sha256_hex(&binding),
             next,
+            client_addr: client_addr.to_owned(),
             started: Instant::now(),
         };
         let mut flows = lock(&self.flows);
         flows.retain(|_, f| f.started.elapsed() < FLOW_TTL);
-        if flows.len() >= MAX_FLOWS {
+        let from_here = flows
+            .values()
+            .filter(|f| f.client_addr == client_addr)
+            .count();
+        if flows.len() >= MAX_FLOWS || from_here >= MAX_FLOWS_PER_ADDRESS {
             return Err(SsoError::new(
                 "sso_busy",
                 "too many sign-ins are in progress; try again in a few minutes",
@@ -335,7 +366,7 @@ impl Sso {
         if !bound || flow.provider != provider {
             return Err(SsoError::new(
                 "sso_state_invalid",
-                "this sign-in was not started in this browser; start again",
+                "this sign-in was not started in this browser, or a newer one replaced it; start again",
             ));
         }
         Ok(flow)
@@ -381,7 +412,8 @@ impl Sso {
         let claims = match id_token.claims(&client.id_token_verifier(), &nonce) {
             Ok(c) => c.clone(),
             Err(ClaimsVerificationError::SignatureVerification(
-                SignatureVerificationError::NoMatchingKey,
+                SignatureVerificationError::NoMatchingKey
+                | SignatureVerificationError::AmbiguousKeyId(_),
             )) => {
                 let client = build(self.refresh_keys(provider).await?)?;
                 id_token

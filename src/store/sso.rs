@@ -77,7 +77,6 @@ pub fn sign_in(
     user.updated_at = now;
     named::update(txn, &user)?;
 
-    let (managed, wanted) = provider.mapped_groups(&assertion.groups);
     let mut out = SignIn {
         user,
         created,
@@ -85,6 +84,12 @@ pub fn sign_in(
         left: Vec::new(),
         missing: Vec::new(),
     };
+    // Without a groups claim in the token, memberships stay as they are: a provider that
+    // omits the claim (a dropped scope, too many groups) must not strip everyone's access.
+    let Some(asserted) = &assertion.groups else {
+        return Ok(Ok(out));
+    };
+    let (managed, wanted) = provider.mapped_groups(asserted);
     for name in managed {
         let Some(mut group) = write::by_name::<Group>(txn, &name)? else {
             if wanted.contains(&name) {

@@ -541,6 +541,31 @@ async fn sso_sign_in_creates_the_user_and_follows_the_providers_groups() {
         "the second sign-in found the same user: {users}"
     );
 
+    // A token without the groups claim (a scope dropped at the provider) changes no
+    // memberships rather than removing them all.
+    t.idp
+        .control(
+            "PUT",
+            "/__control/users/alice",
+            json!({"claims": {"email": "alice@example.com", "email_verified": true, "name": "Alice Example"}}),
+        )
+        .await;
+    let mut no_groups = t.browser();
+    let Landing::Console { .. } = no_groups
+        .sign_in(&t.base, "test-idp", "alice", "alice-pw")
+        .await
+    else {
+        panic!("sign-in without a groups claim refused");
+    };
+    assert_eq!(t.members("engineers").await, ["alice@example.com"]);
+    // A mapped group cannot be deleted from under the mapping.
+    let (s, b) = t.admin.delete("/api/v1/groups/engineers").await;
+    assert_eq!(s, 409, "{b}");
+    assert!(
+        b["error"]["message"].as_str().unwrap().contains("test-idp"),
+        "{b}"
+    );
+
     // Key rotation: the provider restarts with a new signing key; ztka fetches the keys again.
     t.idp.restart();
     let mut third = t.browser();
@@ -562,6 +587,10 @@ async fn sso_sign_in_creates_the_user_and_follows_the_providers_groups() {
         .await;
     assert_eq!(start.status(), 303);
     let set = start.headers()["set-cookie"].to_str().unwrap();
+    assert!(
+        set.starts_with("__Host-ztka_sso=") && set.contains("Path=/;"),
+        "only this origin can set the flow cookie: {set}"
+    );
     assert!(
         set.contains("HttpOnly") && set.contains("Secure") && set.contains("SameSite=Lax"),
         "{set}"
@@ -697,6 +726,43 @@ async fn sso_errors_name_the_problem() {
     assert_eq!(e["code"], "sso_domain_not_allowed");
     assert!(e["message"].as_str().unwrap().contains("other.org"), "{e}");
 
+    // An email address the provider does not vouch for.
+    t.idp
+        .control(
+            "PUT",
+            "/__control/users/alice",
+            json!({"claims": {"email": "alice@example.com", "email_verified": false, "groups": ["eng"]}}),
+        )
+        .await;
+    let e = t.refusal("test-idp", "alice", "alice-pw").await;
+    assert_eq!(e["code"], "sso_email_unverified", "{e}");
+    t.idp
+        .control(
+            "PUT",
+            "/__control/users/alice",
+            json!({"claims": {"email": "alice@example.com", "groups": ["eng"]}}),
+        )
+        .await;
+    let e = t.refusal("test-idp", "alice", "alice-pw").await;
+    assert_eq!(
+        e["code"], "sso_email_unverified",
+        "no email_verified claim: {e}"
+    );
+    t.idp
+        .control(
+            "PUT",
+            "/__control/users/alice",
+            json!({"claims": {"email": "alice@example.com", "email_verified": true, "groups": ["eng"]}}),
+        )
+        .await;
+
+    // A path that cannot name a provider is a plain 404: nothing is looked up or recorded.
+    let mut anon = ApiClient::new(t.server.client(), t.base.clone());
+    let (s, b) = anon
+        .get(&format!("/api/v1/auth/sso/{}/login", "X".repeat(5000)))
+        .await;
+    assert_eq!(s, 404, "{b}");
+
     // A wrong client secret.
     let (s, b) = t
         .admin
@@ -791,6 +857,7 @@ async fn sso_errors_name_the_problem() {
         .map(|r| r["details"]["reason"].as_str().unwrap_or("").to_owned())
         .collect();
     for reason in [
+        "sso_email_unverified",
         "sso_domain_not_allowed",
         "sso_client_rejected",
         "sso_provider_unreachable",

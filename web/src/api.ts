@@ -166,6 +166,7 @@ export interface SsoProvider {
   allowed_domains: string[];
   group_mapping: GroupMapping[];
   ca_pem: string | null;
+  require_verified_email: boolean;
   enabled: boolean;
   redirect_uri: string;
   created_at: string;

@@ -32,6 +32,7 @@ const FIELDS = [
   "allowed_domains",
   "group_mapping",
   "ca_pem",
+  "require_verified_email",
   "enabled",
 ];
 
@@ -71,6 +72,7 @@ function ProviderForm({ provider, onDone }: { provider?: SsoProvider; onDone: ()
         allowed_domains: words(text("allowed_domains")),
         group_mapping: parseMapping(String(data.get("group_mapping") ?? "")),
         ca_pem: text("ca_pem"),
+        require_verified_email: data.get("require_verified_email") === "on",
         enabled: data.get("enabled") === "on",
       };
       const secret = String(data.get("client_secret") ?? "");
@@ -178,6 +180,10 @@ function ProviderForm({ provider, onDone }: { provider?: SsoProvider; onDone: ()
       >
         {(a) => <textarea {...a} rows={2} defaultValue={p?.ca_pem ?? ""} spellcheck={false} class="mono" />}
       </Field>
+      <label class="check">
+        <input type="checkbox" name="require_verified_email" defaultChecked={p?.require_verified_email ?? true} />{" "}
+        Require the provider to mark email addresses verified
+      </label>
       <label class="check">
         <input type="checkbox" name="enabled" defaultChecked={p?.enabled ?? true} /> Offer on the sign-in page
       </label>

@@ -5,14 +5,17 @@
 # one tunnel with the server's and the agent's memory.
 #
 # Usage: benches/relay.sh            (builds release binaries first)
-# Env:   DURATION (seconds per run, default 5), WATCHES (default 5000)
+# Env:   DURATION (seconds per run, default 5), WATCHES (default 5000), PROFILE=DIR (perf
+#        profiles of server and agent under 64 clients instead; build with symbols, e.g.
+#        CARGO_PROFILE_RELEASE_STRIP=false CARGO_PROFILE_RELEASE_DEBUG=line-tables-only
+#        CARGO_TARGET_DIR=target/profiling)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 duration="${DURATION:-5}"
 watches="${WATCHES:-5000}"
 cargo build --release --locked -q --bin ztka -p ztka
 cargo build --release --locked -q -p kubesim --bins
-bin=target/release
+bin="${CARGO_TARGET_DIR:-target}/release"
 tmp="$(mktemp -d)"
 pids=()
 cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$tmp"; }
@@ -83,10 +86,12 @@ path=/api/v1/namespaces/default/pods/x
 if [ -n "${PROFILE:-}" ]; then # PROFILE=DIR: perf profiles of server and agent under 64 clients
   mkdir -p "$PROFILE"
   perf record -g -o "$PROFILE/server.data" -p "$ztka_pid" -- sleep "$duration" >/dev/null 2>&1 &
+  perf_pids=($!)
   perf record -g -o "$PROFILE/agent.data" -p "$agent_pid" -- sleep "$duration" >/dev/null 2>&1 &
+  perf_pids+=($!)
   "$bin/kubesim-load" --duration "$duration" --path "$path" --url "$url/k8s/sim" --ca-file "$ca" \
     --cert-file "$tmp/user.crt" --key-file "$tmp/user.key" --clients 64
-  wait
+  wait "${perf_pids[@]}"
   exit 0
 fi
 load() { "$bin/kubesim-load" --duration "$duration" --path "$path" "$@"; }

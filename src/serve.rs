@@ -99,7 +99,7 @@ impl Server {
             .read(crate::store::grants::settings)
             .await
             .map_err(ServeError::Store)?;
-        let state = AppState {
+        let state = AppState::new(crate::state::Parts {
             authz: Arc::new(authz),
             throttle: Arc::new(crate::authn::throttle::Throttle::new(Default::default())),
             settings: Arc::new(std::sync::RwLock::new(settings)),
@@ -112,7 +112,7 @@ impl Server {
             pki: Arc::new(pki),
             config: config.clone(),
             shutdown: shutdown.clone(),
-        };
+        });
         let server = TlsServer {
             listener,
             tls,

@@ -12,8 +12,24 @@ use crate::shutdown::Shutdown;
 use crate::store::Store;
 use crate::tunnel::Tunnels;
 
+/// Handlers get a clone per request: one reference count, not one per field.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Parts>);
+
+impl AppState {
+    pub fn new(parts: Parts) -> Self {
+        Self(Arc::new(parts))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Parts;
+    fn deref(&self) -> &Parts {
+        &self.0
+    }
+}
+
+pub struct Parts {
     pub store: Store,
     pub audit: AuditLog,
     pub pki: Arc<Pki>,
@@ -33,7 +49,7 @@ pub struct AppState {
     pub sso: Arc<crate::sso::Sso>,
 }
 
-impl AppState {
+impl Parts {
     pub fn settings(&self) -> Settings {
         self.settings
             .read()

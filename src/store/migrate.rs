@@ -68,7 +68,7 @@ pub(super) fn run(store: &Store) -> Result<()> {
     let current = current_version(store)?;
     if current > SCHEMA_VERSION {
         return Err(StoreError::TooNew {
-            path: store.path.clone(),
+            path: store.path.to_path_buf(),
             found: current,
             supported: SCHEMA_VERSION,
         });

@@ -81,7 +81,8 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 #[derive(Clone)]
 pub struct Store {
     db: Arc<redb::Database>,
-    path: PathBuf,
+    /// Shared: every read and write clones the handle onto the blocking pool.
+    path: Arc<PathBuf>,
     /// Counts committed write transactions outside the audit log, so readers can cache
     /// records and know when any of them may have changed.
     generation: Arc<std::sync::atomic::AtomicU64>,
@@ -123,7 +124,7 @@ impl Store {
         }
         let store = Self {
             db: Arc::new(db),
-            path,
+            path: Arc::new(path),
             generation: Arc::default(),
         };
         migrate::run(&store)?;

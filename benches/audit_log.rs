@@ -22,6 +22,7 @@ use ztka::store::Store;
 
 const TOTAL: u64 = 1_000_000;
 const DURABLE_SECS: u64 = 5;
+/// Concurrent durable callers; `DURABLE_CALLERS` in the environment overrides it.
 const DURABLE_CALLERS: usize = 512;
 const FAST_CALLERS: usize = 4;
 const USERS: u64 = 200;
@@ -118,10 +119,14 @@ async fn run() -> anyhow::Result<()> {
     let counter = Arc::new(AtomicU64::new(0));
 
     // 1. Durable, many callers.
+    let callers = std::env::var("DURABLE_CALLERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(DURABLE_CALLERS);
     let deadline = Instant::now() + Duration::from_secs(DURABLE_SECS);
     let start = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..DURABLE_CALLERS {
+    for _ in 0..callers {
         let log = log.clone();
         let counter = counter.clone();
         tasks.spawn(async move {
@@ -138,9 +143,12 @@ async fn run() -> anyhow::Result<()> {
     let durable = counter.load(Ordering::Relaxed);
     let secs = start.elapsed().as_secs_f64();
     println!(
-        "durable appends, {DURABLE_CALLERS} concurrent callers: {durable} in {secs:.2} s = {:.0}/s",
+        "durable appends, {callers} concurrent callers: {durable} in {secs:.2} s = {:.0}/s",
         durable as f64 / secs
     );
+    if std::env::var_os("DURABLE_ONLY").is_some() {
+        return Ok(());
+    }
 
     // 2. Fast, up to TOTAL events.
     let start = Instant::now();

@@ -444,8 +444,8 @@ fn login_event(
 
 /// Failed sign-ins count against the client address, so no one can fill the audit log or
 /// the error stash from one address.
-fn throttle_key(client: &ClientInfo) -> Vec<String> {
-    vec![format!("sso-ip:{}", client.addr)]
+fn throttle_key(addr: &str) -> Vec<String> {
+    vec![format!("sso-ip:{addr}")]
 }
 
 /// A path segment that cannot be a provider name is not looked up, stashed or recorded.
@@ -455,7 +455,7 @@ fn check_provider_name(name: &str) -> Result<(), ApiError> {
 }
 
 async fn throttled(state: &AppState, client: &ClientInfo) -> Result<(), ApiError> {
-    match state.sso.throttle.check(&throttle_key(client)) {
+    match state.sso.throttle.check(&throttle_key(&client.addr)) {
         Verdict::Locked => Err(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "too_many_attempts",
@@ -478,7 +478,7 @@ async fn refuse(
 ) -> Result<Response, ApiError> {
     tracing::info!(code = error.code, message = %error.message, "single sign-on refused");
     if let Some(addr) = &event.actor.client_addr {
-        state.sso.throttle.failure(&[format!("sso-ip:{addr}")]);
+        state.sso.throttle.failure(&throttle_key(addr));
     }
     event = event.with_outcome(status);
     if let Some(obj) = event.details.as_object_mut() {

@@ -152,6 +152,8 @@ struct Mirror {
 pub struct Authorizer {
     enforcer: RwLock<Enforcer>,
     mirror: std::sync::RwLock<Mirror>,
+    /// Counts changes to the mirror (memberships, grants), for caches derived from it.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 fn grouping_rule(g: &Grant) -> Vec<String> {
@@ -224,6 +226,7 @@ impl Authorizer {
         let this = Self {
             enforcer: RwLock::new(enforcer),
             mirror: std::sync::RwLock::new(mirror),
+            generation: Default::default(),
         };
         this.prune_expired().await?;
         Ok(this)
@@ -234,7 +237,16 @@ impl Authorizer {
     }
 
     fn mirror_mut(&self) -> std::sync::RwLockWriteGuard<'_, Mirror> {
-        self.mirror.write().unwrap_or_else(|p| p.into_inner())
+        let guard = self.mirror.write().unwrap_or_else(|p| p.into_inner());
+        // Bumped while the lock is held: a reader that sees the new count sees the change.
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        guard
+    }
+
+    /// Changes with every change to memberships or grants.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The policy subjects acting for a user: the user and each of their groups.

@@ -1,7 +1,7 @@
 //! What the relay reads from the store for each request (the user, the cluster and its
 //! project, the user's group names), cached per user and cluster for as long as nothing is
-//! written: an entry carries the store generation it was read at and is used only while the
-//! store is still at that generation. Any committed change — a user disabled or revoked, a
+//! written: an entry carries the generation it was read at (the store's plus the
+//! authorizer's) and is used only while that is unchanged. Any committed change — a user disabled or revoked, a
 //! cluster deleted, a membership changed — makes every entry stale at once; appends to the
 //! audit log do not.
 

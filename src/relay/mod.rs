@@ -95,7 +95,7 @@ pub async fn handle(State(state): State<AppState>, req: Request) -> Response {
         namespace: (!info.namespace.is_empty()).then(|| info.namespace.clone()),
     };
     let mut kube = info.to_event(req.method().as_str(), api_path);
-    let authorized = match authorize(&state, conn.as_ref(), cluster_name).await {
+    let mut authorized = match authorize(&state, conn.as_ref(), cluster_name).await {
         Ok(a) => a,
         Err(refusal) => {
             let (code, reason, message, user) = *refusal;
@@ -113,7 +113,7 @@ pub async fn handle(State(state): State<AppState>, req: Request) -> Response {
     };
     event.actor.user_id = Some(authorized.user.id);
     event.actor.user_name = Some(authorized.user.name.clone());
-    event.actor.groups = authorized.groups.clone();
+    event.actor.groups = std::mem::take(&mut authorized.groups);
     event.target.project = Some(authorized.project.clone());
     if info.discovery {
         event.details = serde_json::json!({ "discovery": true });
@@ -182,38 +182,7 @@ async fn authorize(
     let Ok(user_id) = Uuid::parse_str(&peer.common_name) else {
         return Err(unauthorized("this certificate does not name a user"));
     };
-    let name = cluster_name.to_owned();
-    let group_ids = state.authz.groups_of(user_id);
-    let generation = state.store.generation();
-    let cached = state.relay_lookups.get(generation, user_id, cluster_name);
-    // One read transaction for everything the decision and the audit event need, unless
-    // nothing was written since the same user last reached the same cluster.
-    let loaded = match cached {
-        Some(hit) => Ok(hit),
-        None => state
-            .store
-            .read(move |txn| {
-                let user = crate::store::users::get(txn, user_id)?;
-                let cluster = named::read::by_name::<Cluster>(txn, &name)?;
-                let project = match &cluster {
-                    Some(c) => named::read::by_id::<Project>(txn, &c.project_id.to_string())?,
-                    None => None,
-                };
-                let mut groups = Vec::with_capacity(group_ids.len());
-                for id in &group_ids {
-                    if let Some(g) = named::read::by_id::<Group>(txn, &id.to_string())? {
-                        groups.push(g.name);
-                    }
-                }
-                Ok((user, cluster, project, groups))
-            })
-            .await
-            .inspect(|found| {
-                state
-                    .relay_lookups
-                    .put(generation, user_id, cluster_name, found.clone())
-            }),
-    };
+    let loaded = lookup(state, user_id, cluster_name).await;
     let (user, cluster, project, groups) = loaded.map_err(|e| {
         tracing::error!(error = %e, "relay lookup failed");
         Box::new((
@@ -278,6 +247,46 @@ async fn authorize(
         project: project.name,
         access,
     })
+}
+
+/// Everything the decision and the audit event need, in one read transaction — or from the
+/// cache when nothing was written since the same user last reached the same cluster.
+async fn lookup(
+    state: &AppState,
+    user_id: Uuid,
+    cluster_name: &str,
+) -> Result<lookups::Found, crate::store::StoreError> {
+    // Both counters only grow, so their sum changes whenever either does: a write to the
+    // store (users, clusters, groups) or to the authorizer's memberships, which group names
+    // are read through.
+    let generation = state.store.generation() + state.authz.generation();
+    if let Some(hit) = state.relay_lookups.get(generation, user_id, cluster_name) {
+        return Ok(hit);
+    }
+    let name = cluster_name.to_owned();
+    let group_ids = state.authz.groups_of(user_id);
+    let found = state
+        .store
+        .read(move |txn| {
+            let user = crate::store::users::get(txn, user_id)?;
+            let cluster = named::read::by_name::<Cluster>(txn, &name)?;
+            let project = match &cluster {
+                Some(c) => named::read::by_id::<Project>(txn, &c.project_id.to_string())?,
+                None => None,
+            };
+            let mut groups = Vec::with_capacity(group_ids.len());
+            for id in &group_ids {
+                if let Some(g) = named::read::by_id::<Group>(txn, &id.to_string())? {
+                    groups.push(g.name);
+                }
+            }
+            Ok((user, cluster, project, groups))
+        })
+        .await?;
+    state
+        .relay_lookups
+        .put(generation, user_id, cluster_name, found.clone());
+    Ok(found)
 }
 
 /// Sends the request over the tunnel and turns the agent's answer into the response.

@@ -228,10 +228,6 @@ fn discovery_error<E: std::error::Error + 'static>(
 }
 
 impl Sso {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
     /// The provider's discovery document and keys, from the cache unless stale or changed.
     async fn metadata(
         &self,

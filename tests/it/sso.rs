@@ -481,10 +481,14 @@ async fn sso_sign_in_creates_the_user_and_follows_the_providers_groups() {
         )
         .await;
     assert_eq!(s, 201, "{b}");
-    let (s, _) = alice.get("/api/v1/kubeconfig").await;
+    let (s, kubeconfig) = alice.get("/api/v1/kubeconfig").await;
+    assert_eq!(
+        s, 200,
+        "an SSO user downloads a kubeconfig like a local user"
+    );
     assert!(
-        s == 200 || s == 404,
-        "kubeconfig download answers like for local users: {s}"
+        kubeconfig.to_string().contains("client-certificate-data"),
+        "{kubeconfig}"
     );
 
     let (s, b) = t

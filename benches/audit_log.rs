@@ -4,7 +4,8 @@
 //!    batches them), for a fixed time.
 //! 2. Fast appends until the log holds 1,000,000 events (the rate includes the final flush).
 //! 3. Query latency over those 1,000,000 events: filtered pages of 50, first page and pages
-//!    at random cursors.
+//!    at random cursors; then again with the longest unindexed tail the writer leaves
+//!    behind by default (`AuditOptions::index_every` events), which queries scan.
 //! 4. `verify` of the whole chain.
 //!
 //! The database lives under the cargo target directory (a real disk, so fsync counts).
@@ -101,10 +102,58 @@ async fn query_latency(
     }
     times.sort();
     println!(
-        "query {name:<32} limit 50: median {:>8.2?}  p99 {:>8.2?}",
+        "query {name:<48} limit 50: median {:>8.2?}  p99 {:>8.2?}",
         percentile(&times, 0.5),
         percentile(&times, 0.99)
     );
+    Ok(())
+}
+
+async fn queries(log: &AuditLog, head: u64, note: &str) -> anyhow::Result<()> {
+    let q = AuditQuery::default;
+    query_latency(
+        log,
+        &format!("user (1 in 200){note}"),
+        AuditQuery {
+            user: Some("user-42".into()),
+            ..q()
+        },
+        head,
+    )
+    .await?;
+    query_latency(
+        log,
+        &format!("cluster (1 in 20){note}"),
+        AuditQuery {
+            cluster: Some("cluster-7".into()),
+            ..q()
+        },
+        head,
+    )
+    .await?;
+    query_latency(
+        log,
+        &format!("user + cluster (1 in 200){note}"),
+        AuditQuery {
+            user: Some("user-42".into()),
+            cluster: Some("cluster-2".into()),
+            ..q()
+        },
+        head,
+    )
+    .await?;
+    query_latency(
+        log,
+        &format!("outcome denied (1 in 50){note}"),
+        AuditQuery {
+            outcome: Some(Outcome::Denied),
+            ..q()
+        },
+        head,
+    )
+    .await?;
+    query_latency(log, &format!("no filter{note}"), q(), head).await?;
+
     Ok(())
 }
 
@@ -183,56 +232,38 @@ async fn run() -> anyhow::Result<()> {
         size as f64 / (1024.0 * 1024.0)
     );
 
-    // 3. Queries over TOTAL events.
-    let q = AuditQuery::default;
-    query_latency(
-        &log,
-        "user (1 in 200)",
-        AuditQuery {
-            user: Some("user-42".into()),
-            ..q()
+    // 3. Queries over TOTAL events, all indexed.
+    queries(&log, head, "").await?;
+
+    // 3b. The same with the longest unindexed tail the writer leaves by default (it indexes
+    // every `index_every` events): queries scan the tail before the posting lists take over.
+    log.close().await?;
+    drop(log);
+    let tail = AuditOptions::default().index_every as u64;
+    let log = AuditLog::open_with(
+        store.clone(),
+        AuditOptions {
+            retention_max_age: None,
+            index_every: usize::MAX,
+            index_idle: Duration::from_secs(3600),
+            ..AuditOptions::default()
         },
-        head,
-    )
-    .await?;
-    query_latency(
-        &log,
-        "cluster (1 in 20)",
-        AuditQuery {
-            cluster: Some("cluster-7".into()),
-            ..q()
-        },
-        head,
-    )
-    .await?;
-    query_latency(
-        &log,
-        "user + cluster (1 in 200)",
-        AuditQuery {
-            user: Some("user-42".into()),
-            cluster: Some("cluster-2".into()),
-            ..q()
-        },
-        head,
-    )
-    .await?;
-    query_latency(
-        &log,
-        "outcome denied (1 in 50)",
-        AuditQuery {
-            outcome: Some(Outcome::Denied),
-            ..q()
-        },
-        head,
-    )
-    .await?;
-    query_latency(&log, "no filter", q(), head).await?;
+    )?;
+    for i in 0..tail {
+        let durability = if i + 1 == tail {
+            Durability::Durable
+        } else {
+            Durability::Fast
+        };
+        log.append(event(TOTAL + i), durability).await?;
+    }
+    queries(&log, head + tail, &format!(", {tail} unindexed")).await?;
 
     // 4. Verify.
     let start = Instant::now();
     let report = log.verify().await?;
     anyhow::ensure!(report.is_intact(), "{report}");
-    println!("verify {TOTAL} events: {:.2?}", start.elapsed());
+    println!("verify {} events: {:.2?}", TOTAL + tail, start.elapsed());
     log.close().await?;
     Ok(())
 }

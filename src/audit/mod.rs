@@ -23,7 +23,7 @@ use crate::domain::audit::{
     AuditEvent, AuditPage, AuditQuery, Durability, MAX_PAGE, NewEvent, VerifyReport, seal_body,
 };
 use crate::store::audit::Sealed;
-use crate::store::{Store, StoreError};
+use crate::store::{Result as StoreResult, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
@@ -60,6 +60,13 @@ pub struct AuditOptions {
     pub max_batch: usize,
     /// Events queued but not yet committed before `append` waits for room.
     pub queue_capacity: usize,
+    /// Committed events left out of the posting lists before the writer indexes them, in
+    /// the transaction of the batch that reaches it. Merging many batches' entries into
+    /// each list is much cheaper than one read-modify-write per key and batch; queries scan
+    /// this short tail instead.
+    pub index_every: usize,
+    /// The writer indexes the tail once no event has arrived for this long.
+    pub index_idle: Duration,
 }
 
 pub const DEFAULT_RETENTION_DAYS: u64 = 365;
@@ -73,6 +80,8 @@ impl Default for AuditOptions {
             group_commit_wait: Duration::from_millis(2),
             max_batch: 8192,
             queue_capacity: 65_536,
+            index_every: 2048,
+            index_idle: Duration::from_millis(50),
         }
     }
 }
@@ -171,6 +180,11 @@ impl AuditLog {
                 "the audit log's last event differs from the recorded head; run `ztka admin audit verify`"
             );
         }
+        // Events committed after the last indexing (a crash, a kill) get their entries now.
+        let tail = store.write_log_blocking(crate::store::audit::index_tail)?;
+        if tail > 0 {
+            tracing::info!(events = tail, "indexed the audit log's unindexed tail");
+        }
         let (tx, rx) = mpsc::channel();
         let closing = Arc::new(AtomicBool::new(false));
         let writer = Writer {
@@ -178,6 +192,8 @@ impl AuditLog {
             rx,
             options: options.clone(),
             closing: closing.clone(),
+            unindexed: Vec::new(),
+            callers: RecentMax::default(),
         };
         let handle = std::thread::Builder::new()
             .name("ztka-audit-writer".into())
@@ -259,7 +275,7 @@ impl AuditLog {
         Ok(receipt)
     }
 
-    /// Returns once everything appended before the call is committed.
+    /// Returns once everything appended before the call is committed and indexed.
     pub async fn flush(&self) -> Result<(), AuditError> {
         let (tx, rx) = oneshot::channel();
         self.inner.send(Msg::Flush(tx))?;
@@ -406,6 +422,31 @@ struct Writer {
     rx: mpsc::Receiver<Msg>,
     options: AuditOptions,
     closing: Arc<AtomicBool>,
+    /// Committed events not yet in the posting lists (seq and index keys, ascending).
+    unindexed: Vec<(u64, Vec<String>)>,
+    /// How many durable callers recent batches carried: see [`Writer::gather`].
+    callers: RecentMax,
+}
+
+/// The largest count seen in the last [`RecentMax::SPAN`] batches (approximately: a
+/// larger count takes over at once, a smaller one after the span).
+#[derive(Default)]
+struct RecentMax {
+    max: usize,
+    age: u32,
+}
+
+impl RecentMax {
+    const SPAN: u32 = 16;
+
+    fn record(&mut self, n: usize) {
+        if n >= self.max || self.age >= Self::SPAN {
+            self.max = n;
+            self.age = 0;
+        } else {
+            self.age += 1;
+        }
+    }
 }
 
 #[derive(Default)]
@@ -440,7 +481,7 @@ impl Writer {
         self.options.retention_max_age.is_some() || self.options.retention_max_events.is_some()
     }
 
-    fn run(self) {
+    fn run(mut self) {
         let mut next_sweep = Instant::now();
         loop {
             if self.retention_enabled() && Instant::now() >= next_sweep {
@@ -455,68 +496,114 @@ impl Writer {
                     }
                 };
             }
-            let first = if self.retention_enabled() {
-                match self
+            // Wake for the next sweep, or to index the tail once appends pause.
+            let mut wake = self.retention_enabled().then_some(next_sweep);
+            if !self.unindexed.is_empty() {
+                let idle = Instant::now() + self.options.index_idle;
+                wake = Some(wake.map_or(idle, |w| w.min(idle)));
+            }
+            let received = match wake {
+                Some(at) => self
                     .rx
-                    .recv_timeout(next_sweep.saturating_duration_since(Instant::now()))
-                {
-                    Ok(m) => m,
-                    Err(RecvTimeoutError::Timeout) => continue,
-                    Err(RecvTimeoutError::Disconnected) => return,
+                    .recv_timeout(at.saturating_duration_since(Instant::now())),
+                None => self.rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            };
+            let first = match received {
+                Ok(m) => m,
+                Err(RecvTimeoutError::Timeout) => {
+                    // A failure is logged; the tail stays queued for the next attempt.
+                    let _ = self.index_unindexed();
+                    continue;
                 }
-            } else {
-                match self.rx.recv() {
-                    Ok(m) => m,
-                    Err(_) => return,
-                }
+                Err(RecvTimeoutError::Disconnected) => break,
             };
             let mut batch = Batch::default();
-            batch.push(first);
-            let disconnected = self.gather(&mut batch);
-            self.commit(batch);
+            let mut disconnected = false;
+            // The transaction is open while the batch gathers: each event is stored as it
+            // arrives, overlapping the appenders that are still sealing theirs.
+            let written = self.store.write_log_blocking(|txn| {
+                let mut appender = crate::store::audit::Appender::open(txn)?;
+                disconnected = self.gather(first, &mut batch, &mut appender)?;
+                appender.finish(txn)?;
+                if self.index_now(&batch) {
+                    self.write_index(txn, &batch.events)?;
+                }
+                Ok(())
+            });
+            self.commit(batch, written);
             if disconnected {
-                return;
+                break;
             }
         }
+        // Not needed for correctness (opening indexes the tail), but spares the next start.
+        let _ = self.index_unindexed();
     }
 
-    /// Adds queued messages to the batch until it is full or the group-commit window ends.
-    /// Returns true when every sender is gone (and the queue is empty).
-    fn gather(&self, batch: &mut Batch) -> bool {
+    /// Takes `first` and the queued messages into the batch until it is full or the
+    /// group-commit window ends, storing each event through `appender`. Returns true when
+    /// every sender is gone (and the queue is empty). On a storage error the message is
+    /// already in the batch, so [`Writer::commit`] can retry it.
+    ///
+    /// Durable callers usually come back: a caller woken by the last commit appends its
+    /// next event while this batch gathers. Once as many durable callers are waiting as
+    /// recent batches carried, the window closes early instead of idling to its end.
+    fn gather(
+        &self,
+        first: Msg,
+        batch: &mut Batch,
+        appender: &mut crate::store::audit::Appender<'_>,
+    ) -> StoreResult<bool> {
         let deadline = Instant::now() + self.options.group_commit_wait;
-        while batch.events.len() < self.options.max_batch {
+        let expected = self.callers.max;
+        let mut take = |batch: &mut Batch, msg: Msg| {
+            let append = matches!(msg, Msg::Append { .. });
+            batch.push(msg);
+            match batch.events.last() {
+                Some(event) if append => appender.push(event),
+                _ => Ok(()),
+            }
+        };
+        take(batch, first)?;
+        while batch.events.len() < self.options.max_batch
+            && (expected == 0 || batch.waiters.len() < expected)
+        {
             match self.rx.try_recv() {
-                Ok(m) => batch.push(m),
-                Err(TryRecvError::Disconnected) => return true,
+                Ok(m) => take(batch, m)?,
+                Err(TryRecvError::Disconnected) => return Ok(true),
                 Err(TryRecvError::Empty) => {
                     let now = Instant::now();
                     if now >= deadline || self.closing.load(Ordering::Relaxed) {
-                        return false;
+                        return Ok(false);
                     }
                     match self.rx.recv_timeout(deadline - now) {
-                        Ok(m) => batch.push(m),
-                        Err(RecvTimeoutError::Timeout) => return false,
-                        Err(RecvTimeoutError::Disconnected) => return true,
+                        Ok(m) => take(batch, m)?,
+                        Err(RecvTimeoutError::Timeout) => return Ok(false),
+                        Err(RecvTimeoutError::Disconnected) => return Ok(true),
                     }
                 }
             }
         }
-        false
+        Ok(false)
     }
 
-    /// Commits the batch, retrying until it succeeds: the events already have their place
-    /// in the chain, so dropping them would break it. Durable callers hear about each failed
-    /// attempt; the held queue permits make further appends wait rather than go unrecorded.
-    fn commit(&self, mut batch: Batch) {
+    /// Whether the batch's transaction also writes the unindexed tail's posting lists: when
+    /// the tail reaches `index_every` events, or when someone flushes or sweeps.
+    fn index_now(&self, batch: &Batch) -> bool {
+        self.unindexed.len() + batch.events.len() >= self.options.index_every
+            || !batch.flushes.is_empty()
+            || !batch.sweeps.is_empty()
+    }
+
+    /// Settles the batch after its first write attempt (`written`), retrying until the
+    /// events are committed: they already have their place in the chain, so dropping them
+    /// would break it. Durable callers hear about each failed attempt; the held queue
+    /// permits make further appends wait rather than go unrecorded.
+    fn commit(&mut self, mut batch: Batch, written: StoreResult<()>) {
+        let index_now = self.index_now(&batch);
         let mut backoff = Duration::from_millis(50);
         let mut attempts = 0u32;
+        let mut result = written;
         loop {
-            let result = if batch.events.is_empty() {
-                Ok(())
-            } else {
-                self.store
-                    .write_log_blocking(|txn| crate::store::audit::append_batch(txn, &batch.events))
-            };
             match result {
                 Ok(()) => break,
                 Err(e) => {
@@ -539,6 +626,24 @@ impl Writer {
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
             }
+            result = self.store.write_log_blocking(|txn| {
+                crate::store::audit::append_batch(txn, &batch.events)?;
+                if index_now {
+                    self.write_index(txn, &batch.events)?;
+                }
+                Ok(())
+            });
+        }
+        self.callers.record(batch.waiters.len());
+        if index_now {
+            self.unindexed.clear();
+        } else {
+            self.unindexed.extend(
+                batch
+                    .events
+                    .iter_mut()
+                    .map(|e| (e.seq, std::mem::take(&mut e.index_keys))),
+            );
         }
         for w in batch.waiters {
             let _ = w.send(Ok(()));
@@ -558,8 +663,40 @@ impl Writer {
         }
     }
 
+    /// Writes the posting lists of the unindexed tail followed by `batch` (already in `txn`).
+    fn write_index(&self, txn: &redb::WriteTransaction, batch: &[Sealed]) -> StoreResult<()> {
+        let through = batch
+            .last()
+            .map(|e| e.seq)
+            .or(self.unindexed.last().map(|(seq, _)| *seq));
+        let Some(through) = through else {
+            return Ok(());
+        };
+        let tail = self.unindexed.iter().map(|(seq, k)| (*seq, k.as_slice()));
+        let new = batch.iter().map(|e| (e.seq, e.index_keys.as_slice()));
+        crate::store::audit::index_batch(txn, tail.chain(new), through)
+    }
+
+    /// Indexes the tail in a transaction of its own (the writer is idle or stopping). On
+    /// failure the tail stays queued; opening the log indexes whatever is left.
+    fn index_unindexed(&mut self) -> StoreResult<()> {
+        if self.unindexed.is_empty() {
+            return Ok(());
+        }
+        let result = self
+            .store
+            .write_log_blocking(|txn| self.write_index(txn, &[]));
+        match &result {
+            Ok(()) => self.unindexed.clear(),
+            Err(e) => tracing::error!(error = %e, "cannot index audit events; retrying later"),
+        }
+        result
+    }
+
     /// Removes at most [`SWEEP_BUDGET`] events beyond the retention limits.
-    fn sweep_step(&self) -> Result<u64, StoreError> {
+    fn sweep_step(&mut self) -> Result<u64, StoreError> {
+        // Index entries are removed along with their events: the tail must have them first.
+        self.index_unindexed()?;
         // An age too large to subtract from now keeps everything.
         let cutoff = self.options.retention_max_age.and_then(|age| {
             let age = time::Duration::try_from(age).ok()?;
@@ -579,7 +716,7 @@ impl Writer {
     }
 
     /// Removes everything beyond the retention limits.
-    fn sweep(&self) -> Result<u64, StoreError> {
+    fn sweep(&mut self) -> Result<u64, StoreError> {
         let mut total = 0;
         loop {
             let removed = self.sweep_step()?;

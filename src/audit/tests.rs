@@ -847,3 +847,55 @@ async fn audit_database_with_the_first_index_format_is_migrated() {
     assert_eq!(r.seq, 1501);
     assert!(log.verify().await.unwrap().is_intact());
 }
+
+#[tokio::test]
+async fn audit_queries_cover_the_unindexed_tail_and_open_indexes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = AuditOptions {
+        // Only a flush indexes: the tail below stays out of the posting lists.
+        index_every: usize::MAX,
+        index_idle: Duration::from_secs(3600),
+        max_batch: 97,
+        ..no_retention()
+    };
+    let (store, log) = open(dir.path(), options.clone());
+    for i in 0..1200 {
+        log.append(varied(i), Durability::Fast).await.unwrap();
+    }
+    log.flush().await.unwrap();
+    for i in 1200..2500 {
+        log.append(varied(i), Durability::Fast).await.unwrap();
+    }
+    // Commits everything queued before it, without indexing.
+    log.append(varied(2500), Durability::Durable).await.unwrap();
+    let newest_indexed = |store: &Store| {
+        store
+            .read_blocking(|txn| Ok(tamper::index_entries(txn)))
+            .unwrap()
+            .into_iter()
+            .map(|(_, seq)| seq)
+            .max()
+    };
+    assert_eq!(newest_indexed(&store), Some(1200));
+    let everything = log.recent(3000).await.unwrap();
+    assert_eq!(everything.len(), 2501);
+    // Small pages cross from the tail into the indexed part and back.
+    assert_index_matches_scan(&log, &everything, 37).await;
+
+    // The file as a crash would leave it: the tail committed but never indexed.
+    let crashed = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        dir.path().join(crate::store::DATABASE_FILE),
+        crashed.path().join(crate::store::DATABASE_FILE),
+    )
+    .unwrap();
+    let (copy, reopened) = open(crashed.path(), options);
+    assert_eq!(newest_indexed(&copy), Some(2501));
+    assert_index_matches_scan(&reopened, &everything, 200).await;
+    assert!(reopened.verify().await.unwrap().is_intact());
+
+    // A clean shutdown indexes the tail too.
+    log.append(varied(2501), Durability::Durable).await.unwrap();
+    log.close().await.unwrap();
+    assert_eq!(newest_indexed(&store), Some(2502));
+}

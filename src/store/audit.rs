@@ -21,6 +21,10 @@ use crate::domain::audit::{
 const HEAD_KEY: &str = "audit_head";
 /// The last event removed by retention: the remaining chain links to it.
 const ANCHOR_KEY: &str = "audit_anchor";
+/// Every event up to this seq has its posting-list entries (8 bytes, big-endian). The writer
+/// indexes every few batches, so a short tail of newer events may have none yet: queries
+/// scan that tail, and opening the log indexes it (say, after a crash).
+const INDEXED_KEY: &str = "audit_indexed_through";
 
 /// Where the next event links to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,39 +104,109 @@ fn write_postings(
     Ok(())
 }
 
-/// Appends sealed events with their index entries and records the new head. The caller
-/// commits (one commit per batch).
+/// Appends sealed events and records the new head; their index entries come later, from
+/// [`index_batch`] (in this transaction or a later one). The caller commits (one commit per
+/// batch).
 pub fn append_batch(txn: &WriteTransaction, events: &[Sealed]) -> Result<()> {
-    let Some(last) = events.last() else {
-        return Ok(());
-    };
+    let mut appender = Appender::open(txn)?;
+    for event in events {
+        appender.push(event)?;
+    }
+    appender.finish(txn)
+}
+
+/// Appends events one at a time within a transaction, so the writer can store each as it
+/// arrives instead of after the group-commit window.
+pub struct Appender<'t> {
+    events: Table<'t, u64, &'static [u8]>,
+    head: Option<Anchor>,
+}
+
+impl<'t> Appender<'t> {
+    pub fn open(txn: &'t WriteTransaction) -> Result<Self> {
+        Ok(Self {
+            events: txn.open_table(AUDIT_EVENTS)?,
+            head: None,
+        })
+    }
+
+    pub fn push(&mut self, event: &Sealed) -> Result<()> {
+        self.events.insert(event.seq, event.bytes.as_slice())?;
+        self.head = Some(Anchor {
+            seq: event.seq,
+            hash: event.hash.clone(),
+        });
+        Ok(())
+    }
+
+    /// Records the newest appended event as the head.
+    pub fn finish(self, txn: &WriteTransaction) -> Result<()> {
+        drop(self.events);
+        if let Some(head) = self.head {
+            txn.open_table(META)?
+                .insert(HEAD_KEY, encode(&head)?.as_slice())?;
+        }
+        Ok(())
+    }
+}
+
+/// Writes the posting-list entries of `events` (each a seq and its index keys, ascending,
+/// together covering every event after the current watermark) and moves the watermark to
+/// `through`.
+pub fn index_batch<'a>(
+    txn: &WriteTransaction,
+    events: impl IntoIterator<Item = (u64, &'a [String])>,
+    through: u64,
+) -> Result<()> {
     let mut postings = Postings::new();
-    {
-        let mut table = txn.open_table(AUDIT_EVENTS)?;
-        for event in events {
-            table.insert(event.seq, event.bytes.as_slice())?;
-            for key in &event.index_keys {
-                add_posting(&mut postings, key, event.seq);
-            }
+    for (seq, keys) in events {
+        for key in keys {
+            add_posting(&mut postings, key, seq);
         }
     }
     write_postings(&mut txn.open_table(AUDIT_POSTINGS)?, postings)?;
-    let head = Anchor {
-        seq: last.seq,
-        hash: last.hash.clone(),
-    };
+    set_indexed_through(txn, through)
+}
+
+fn set_indexed_through(txn: &WriteTransaction, seq: u64) -> Result<()> {
     txn.open_table(META)?
-        .insert(HEAD_KEY, encode(&head)?.as_slice())?;
+        .insert(INDEXED_KEY, seq.to_be_bytes().as_slice())?;
     Ok(())
 }
 
+/// The watermark: every event up to this seq is in the posting lists. A log that never
+/// recorded one is treated as not indexed at all, which is slow but never wrong.
+pub fn indexed_through(meta: &impl ReadableTable<&'static str, &'static [u8]>) -> Result<u64> {
+    let Some(raw) = meta.get(INDEXED_KEY)? else {
+        return Ok(0);
+    };
+    let bytes: [u8; 8] = raw
+        .value()
+        .try_into()
+        .map_err(|_| corrupt(format!("{INDEXED_KEY} is not 8 bytes")))?;
+    Ok(u64::from_be_bytes(bytes))
+}
+
+/// Indexes the events after the watermark (those a crash or shutdown left unindexed) and
+/// returns how many there were.
+pub fn index_tail(txn: &WriteTransaction) -> Result<u64> {
+    let after = indexed_through(&txn.open_table(META)?)?;
+    index_after(txn, after)
+}
+
 /// Rebuilds the index entries of every stored event (used by the migration that introduced
-/// the posting lists), a slice of events at a time to bound memory.
+/// the posting lists).
 pub fn reindex_all(txn: &WriteTransaction) -> Result<()> {
+    index_after(txn, 0).map(drop)
+}
+
+/// Indexes every event with a seq above `after`, a slice of events at a time to bound
+/// memory, and moves the watermark to the last one.
+fn index_after(txn: &WriteTransaction, after: u64) -> Result<u64> {
     const CHUNK: usize = 65_536;
     let table = txn.open_table(AUDIT_EVENTS)?;
-    let mut index = txn.open_table(AUDIT_POSTINGS)?;
-    let mut rows = table.iter()?;
+    let mut rows = table.range(after.saturating_add(1)..)?;
+    let mut total = 0u64;
     loop {
         let mut chunk: Vec<(u64, Vec<String>)> = Vec::with_capacity(CHUNK);
         for row in rows.by_ref() {
@@ -143,17 +217,29 @@ pub fn reindex_all(txn: &WriteTransaction) -> Result<()> {
                 break;
             }
         }
-        if chunk.is_empty() {
-            return Ok(());
-        }
-        let mut postings = Postings::new();
-        for (seq, keys) in &chunk {
-            for key in keys {
-                add_posting(&mut postings, key, *seq);
-            }
-        }
-        write_postings(&mut index, postings)?;
+        let Some(&(through, _)) = chunk.last() else {
+            return Ok(total);
+        };
+        total += chunk.len() as u64;
+        index_batch(
+            txn,
+            chunk.iter().map(|(seq, keys)| (*seq, keys.as_slice())),
+            through,
+        )?;
     }
+}
+
+/// The migration that introduced the watermark: events stored before it were indexed as
+/// they were appended.
+pub fn mark_all_indexed(txn: &WriteTransaction) -> Result<()> {
+    if txn.open_table(META)?.get(INDEXED_KEY)?.is_some() {
+        return Ok(());
+    }
+    let last = txn
+        .open_table(AUDIT_EVENTS)?
+        .last()?
+        .map(|(k, _)| k.value());
+    set_indexed_through(txn, last.unwrap_or(0))
 }
 
 fn meta_record(txn: &ReadTransaction, key: &str) -> Result<Option<Anchor>> {
@@ -412,19 +498,28 @@ pub fn query(txn: &ReadTransaction, q: &AuditQuery) -> Result<AuditPage> {
         return empty;
     }
     let terms = index_terms(q);
+    // Events after the watermark are not in the posting lists yet: every one of them is a
+    // candidate (a tail of a few batches at most).
+    let indexed = indexed_through(&txn.open_table(META)?)?;
 
-    let next_candidate = |from: u64| -> Result<Option<u64>> {
-        if terms.is_empty() {
-            let row = if ascending {
-                events.range(from..=hi)?.next()
-            } else {
-                events.range(lo..=from)?.next_back()
-            };
-            return Ok(match row {
-                Some(r) => Some(r?.0.value()),
-                None => None,
-            });
+    // The nearest stored seq in `range`, in the query's direction.
+    let scan = |range: std::ops::RangeInclusive<u64>| -> Result<Option<u64>> {
+        if range.is_empty() {
+            return Ok(None);
         }
+        let mut rows = events.range(range)?;
+        let row = if ascending {
+            rows.next()
+        } else {
+            rows.next_back()
+        };
+        Ok(match row {
+            Some(r) => Some(r?.0.value()),
+            None => None,
+        })
+    };
+    // The nearest seq from `from` in `[lo, hi]` (all indexed) that every term has.
+    let leapfrog = |from: u64, lo: u64, hi: u64| -> Result<Option<u64>> {
         let mut candidate = from;
         'leapfrog: loop {
             for term in &terms {
@@ -438,6 +533,34 @@ pub fn query(txn: &ReadTransaction, q: &AuditQuery) -> Result<AuditPage> {
                 }
             }
             return Ok(Some(candidate));
+        }
+    };
+    let next_candidate = |from: u64| -> Result<Option<u64>> {
+        if terms.is_empty() {
+            return if ascending {
+                scan(from..=hi)
+            } else {
+                scan(lo..=from)
+            };
+        }
+        let tail_start = indexed.saturating_add(1).max(lo);
+        if ascending {
+            if from <= indexed
+                && let Some(seq) = leapfrog(from, lo, hi.min(indexed))?
+            {
+                return Ok(Some(seq));
+            }
+            scan(from.max(tail_start)..=hi)
+        } else {
+            if from >= tail_start
+                && let Some(seq) = scan(tail_start..=from)?
+            {
+                return Ok(Some(seq));
+            }
+            match from.min(indexed) {
+                f if f >= lo => leapfrog(f, lo, hi.min(indexed)),
+                _ => Ok(None),
+            }
         }
     };
 
@@ -677,9 +800,9 @@ pub(crate) mod tamper {
         }
         drop(old);
         assert!(txn.delete_table(AUDIT_POSTINGS).unwrap());
-        txn.open_table(META)
-            .unwrap()
-            .insert("schema_version", 3u64.to_be_bytes().as_slice())
+        let mut meta = txn.open_table(META).unwrap();
+        meta.remove(INDEXED_KEY).unwrap();
+        meta.insert("schema_version", 3u64.to_be_bytes().as_slice())
             .unwrap();
     }
 

@@ -12,6 +12,7 @@ const MIGRATIONS: &[fn(&WriteTransaction) -> Result<()>] = &[
     v2_clusters,
     v3_audit_postings,
     v4_sso,
+    v5_audit_index_watermark,
 ];
 
 pub const SCHEMA_VERSION: u64 = MIGRATIONS.len() as u64;
@@ -62,6 +63,12 @@ fn v4_sso(txn: &WriteTransaction) -> Result<()> {
     txn.open_table(SSO_PROVIDER_NAMES)?;
     txn.open_table(SSO_IDENTITIES)?;
     Ok(())
+}
+
+/// The audit index watermark: from now on posting lists are written every few batches, and
+/// everything stored so far was indexed as it was appended.
+fn v5_audit_index_watermark(txn: &WriteTransaction) -> Result<()> {
+    super::audit::mark_all_indexed(txn)
 }
 
 pub(super) fn run(store: &Store) -> Result<()> {

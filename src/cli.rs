@@ -356,6 +356,11 @@ pub struct HealthcheckArgs {
     #[arg(long, env = "ZTKA_HEALTHCHECK_URL", value_name = "URL")]
     pub url: Option<String>,
 
+    /// Probe a local `ztka agent` instead: plain HTTP `/readyz` (tunnel open) on its
+    /// `--health-listen` address (`ZTKA_HEALTH_LISTEN`, default 127.0.0.1:8081).
+    #[arg(long, conflicts_with = "url")]
+    pub agent: bool,
+
     /// Extra CA certificate (PEM) to trust; `<data-dir>/ca.crt` is trusted when present.
     #[arg(long, env = "ZTKA_HEALTHCHECK_CA", value_name = "FILE")]
     pub ca_file: Option<PathBuf>,

@@ -1,4 +1,5 @@
-//! `ztka healthcheck`: exit 0 when the server's /healthz answers 200, 1 otherwise.
+//! `ztka healthcheck`: exit 0 when the server's /healthz (or, with `--agent`, a local agent's
+//! /readyz) answers 200, 1 otherwise.
 
 use std::time::Duration;
 
@@ -12,6 +13,9 @@ use crate::client::HttpsClient;
 use crate::config::{DEFAULT_LISTEN, FileConfig, resolve_data_dir};
 
 pub async fn run(file: &FileConfig, args: &HealthcheckArgs) -> Result<(), String> {
+    if args.agent {
+        return agent(Duration::from_secs(args.timeout.max(1))).await;
+    }
     let data_dir = resolve_data_dir(file, args.data.data_dir.as_ref());
     let url = match &args.url {
         Some(u) => u.clone(),
@@ -60,5 +64,44 @@ pub async fn run(file: &FileConfig, args: &HealthcheckArgs) -> Result<(), String
         Ok(())
     } else {
         Err(format!("{url}: HTTP {}", res.status()))
+    }
+}
+
+/// Probes the agent's plain-HTTP `/readyz` on the address it listens on (the same
+/// `ZTKA_HEALTH_LISTEN` the agent reads; a wildcard address is probed on loopback).
+async fn agent(timeout: Duration) -> Result<(), String> {
+    let listen = std::env::var("ZTKA_HEALTH_LISTEN")
+        .unwrap_or_else(|_| format!("127.0.0.1:{}", crate::manifest::AGENT_HEALTH_PORT));
+    let mut addr: std::net::SocketAddr = listen
+        .parse()
+        .map_err(|_| format!("ZTKA_HEALTH_LISTEN {listen:?} is not an address"))?;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let url = format!("http://{addr}/readyz");
+    let probe = async {
+        let tcp = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| e.to_string())?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+                .await
+                .map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        let req = hyper::Request::get("/readyz")
+            .header(hyper::header::HOST, addr.to_string())
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| e.to_string())?;
+        let res = sender.send_request(req).await.map_err(|e| e.to_string())?;
+        Ok::<_, String>(res.status())
+    };
+    match tokio::time::timeout(timeout, probe).await {
+        Err(_) => Err(format!("{url}: no answer within {}s", timeout.as_secs())),
+        Ok(Err(e)) => Err(format!("{url}: {e}")),
+        Ok(Ok(status)) if status.is_success() => Ok(()),
+        Ok(Ok(status)) => Err(format!("{url}: HTTP {status}")),
     }
 }

@@ -355,6 +355,53 @@ mod tests {
     }
 
     #[test]
+    fn the_agent_runs_unprivileged_with_requests_probes_and_its_token() {
+        let docs = objects(&input());
+        let deployment = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
+        let pod = &deployment["spec"]["template"]["spec"];
+        assert_eq!(pod["serviceAccountName"], "ztka-agent");
+        assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+        assert_eq!(pod["securityContext"]["runAsUser"], 65532);
+        let agent = &pod["containers"][0];
+        assert_eq!(agent["image"], "example/ztka:1");
+        assert_eq!(agent["args"][0], "agent");
+        let c = &agent["securityContext"];
+        assert_eq!(c["allowPrivilegeEscalation"], false);
+        assert_eq!(c["readOnlyRootFilesystem"], true);
+        assert_eq!(c["capabilities"]["drop"], json!(["ALL"]));
+        assert!(agent["resources"]["requests"]["cpu"].is_string());
+        assert!(agent["resources"]["requests"]["memory"].is_string());
+        assert!(agent["resources"]["limits"]["memory"].is_string());
+        for (probe, path) in [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")] {
+            assert_eq!(agent[probe]["httpGet"]["path"], path);
+            assert_eq!(agent[probe]["httpGet"]["port"], AGENT_HEALTH_PORT);
+        }
+        assert!(
+            agent["args"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|a| a == &json!(format!("--health-listen=0.0.0.0:{AGENT_HEALTH_PORT}")))
+        );
+        // The bootstrap Secret carries the token and the CA the agent mounts.
+        let secret = docs
+            .iter()
+            .find(|d| d["kind"] == "Secret" && d["metadata"]["name"] == BOOTSTRAP_SECRET)
+            .unwrap();
+        assert_eq!(secret["stringData"]["token"], "ztkab_x_y");
+        assert!(
+            secret["stringData"]["ca.crt"]
+                .as_str()
+                .unwrap()
+                .contains("BEGIN CERTIFICATE")
+        );
+        let env = agent["env"].as_array().unwrap();
+        let var = |name: &str| env.iter().find(|e| e["name"] == name).unwrap()["value"].clone();
+        assert_eq!(var("ZTKA_SERVER"), "https://ztka.example.com");
+        assert_eq!(var("ZTKA_TOKEN_FILE"), format!("{BOOTSTRAP_MOUNT}/token"));
+    }
+
+    #[test]
     fn read_only_never_reaches_secrets_or_streams() {
         let roles = user_cluster_roles();
         let text = serde_json::to_string(&roles[1]).unwrap();

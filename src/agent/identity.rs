@@ -66,10 +66,14 @@ impl Identity {
         Ok((chain, key))
     }
 
-    /// Renew once less than a third of the certificate's lifetime is left.
-    pub fn needs_renewal(&self, now: OffsetDateTime) -> bool {
+    /// When to renew: once less than a third of the certificate's lifetime is left.
+    pub fn renewal_due(&self) -> OffsetDateTime {
         let lifetime = self.not_after - self.issued_at;
-        self.not_after - now < lifetime / 3
+        self.not_after - lifetime / 3
+    }
+
+    pub fn needs_renewal(&self, now: OffsetDateTime) -> bool {
+        now > self.renewal_due()
     }
 }
 

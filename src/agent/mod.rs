@@ -235,16 +235,35 @@ pub async fn run(config: AgentConfig, stop: CancellationToken) -> Result<(), Age
     if let Some(addr) = config.health_listen {
         spawn_health(addr, ctx.clone()).await?;
     }
+    let store = Arc::new(store);
     let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
     while !stop.is_cancelled() {
         if let Err(e) = renew_if_due(&ctx, &store, &roots).await {
             tracing::warn!(error = %e, "certificate renewal failed; will retry");
         }
         let client = tunnel_client(&ctx, &roots)?;
-        match tunnel::run_once(&ctx, &client, &stop).await {
+        // The certificate is renewed while the tunnel is up, too; the session then ends so
+        // the next one presents the new certificate.
+        let session = stop.child_token();
+        let renewal = tokio::spawn(renew_during(
+            ctx.clone(),
+            store.clone(),
+            roots.clone(),
+            session.clone(),
+        ));
+        let outcome = tunnel::run_once(&ctx, &client, &session).await;
+        renewal.abort();
+        match outcome {
+            // However it ended, a tunnel that held for a while means the server is there:
+            // reconnect quickly rather than where earlier failures left the backoff.
             Ok(up) if up > Duration::from_secs(10) => backoff.reset(),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "tunnel unavailable"),
+        }
+        if session.is_cancelled() && !stop.is_cancelled() {
+            tracing::info!("reconnecting with the renewed certificate");
+            backoff.reset();
+            continue;
         }
         let wait = backoff.next_wait();
         tokio::select! {
@@ -283,21 +302,60 @@ fn tunnel_client(ctx: &Context, roots: &rustls::RootCertStore) -> Result<HttpsCl
         .map_err(|e| AgentError::Identity(e.to_string()))
 }
 
+/// Renews the certificate if it is due; returns whether it did.
 async fn renew_if_due(
     ctx: &Context,
     store: &IdentityStore,
     roots: &rustls::RootCertStore,
-) -> Result<(), AgentError> {
+) -> Result<bool, AgentError> {
     let current = ctx.identity();
     if !current.needs_renewal(OffsetDateTime::now_utc()) {
-        return Ok(());
+        return Ok(false);
     }
     let client = tunnel_client(ctx, roots)?;
     let renewed = identity::renew(&client, &ctx.server, &current).await?;
     store.save(&renewed).await?;
     tracing::info!(not_after = %renewed.not_after, "renewed the agent certificate");
     ctx.set_identity(renewed);
-    Ok(())
+    Ok(true)
+}
+
+/// Renews the certificate when it falls due during a tunnel session, then ends the session
+/// (`session`) so the agent reconnects with it. Failures are retried every minute.
+async fn renew_during(
+    ctx: Arc<Context>,
+    store: Arc<IdentityStore>,
+    roots: rustls::RootCertStore,
+    session: CancellationToken,
+) {
+    const RETRY: Duration = Duration::from_secs(60);
+    // Wakes at least hourly, so a clock that jumps cannot push the renewal far out.
+    const RECHECK: Duration = Duration::from_secs(3600);
+    let mut wait = Duration::ZERO;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = session.cancelled() => return,
+        }
+        match renew_if_due(&ctx, &store, &roots).await {
+            Ok(true) => {
+                session.cancel();
+                return;
+            }
+            Ok(false) => {
+                let until_due = ctx.identity().renewal_due() - OffsetDateTime::now_utc();
+                // A little past the due time, so `needs_renewal` holds when it wakes.
+                wait = Duration::try_from(until_due)
+                    .unwrap_or_default()
+                    .min(RECHECK)
+                    + Duration::from_millis(10);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "certificate renewal failed; will retry");
+                wait = RETRY;
+            }
+        }
+    }
 }
 
 /// Retries `op` while the server is unreachable; refusals and usage errors end it.

@@ -20,7 +20,8 @@ use crate::tunnel::{
     KUBE_PREFIX, UPGRADE_PROTOCOL, tunnel_path,
 };
 
-/// Opens the tunnel and serves it; returns how long it was up once it ends.
+/// Opens the tunnel and serves it; returns how long it was up once it ends, however it ended
+/// (failing to open it is the error).
 pub async fn run_once(
     ctx: &Arc<Context>,
     client: &HttpsClient,
@@ -86,17 +87,20 @@ pub async fn run_once(
         .initial_connection_window_size(4 << 20)
         .serve_connection(upgraded, service);
     tokio::pin!(conn);
-    let result = tokio::select! {
-        r = conn.as_mut() => r.map_err(|e| AgentError::Unreachable(format!("tunnel ended: {e}"))),
+    let ended = tokio::select! {
+        r = conn.as_mut() => match r {
+            Ok(()) => "the server closed it".to_owned(),
+            Err(e) => format!("the connection failed: {e}"),
+        },
         _ = stop.cancelled() => {
             conn.as_mut().graceful_shutdown();
             let _ = tokio::time::timeout(Duration::from_secs(5), conn.as_mut()).await;
-            Ok(())
+            "the agent closed it".to_owned()
         }
     };
     ctx.set_connected(false);
-    tracing::info!(cluster = %identity.cluster, "tunnel closed");
-    result.map(|()| since.elapsed())
+    tracing::info!(cluster = %identity.cluster, reason = %ended, "tunnel closed");
+    Ok(since.elapsed())
 }
 
 /// Requests the server sends over the tunnel.

@@ -430,11 +430,17 @@ async fn tunnel(
         .get(AGENT_VERSION_HEADER)
         .and_then(|v| v.to_str().ok())
         .map(|v| v.chars().take(64).collect());
+    // `authenticated` admitted the connection only with a verified certificate.
+    let certificate_expires = conn
+        .as_ref()
+        .and_then(|c| c.peer.as_ref())
+        .and_then(|p| time::OffsetDateTime::from_unix_timestamp(p.not_after).ok());
     let owner = TunnelOwner {
         actor: agent_actor(&client, Some(&cluster)),
         cluster,
         project,
         agent_version,
+        certificate_expires,
     };
     let tunnel_state = state.clone();
     state.shutdown.spawn(async move {

@@ -27,6 +27,9 @@ pub struct TunnelOwner {
     pub project: String,
     pub actor: Actor,
     pub agent_version: Option<String>,
+    /// When the certificate the agent connected with expires: the tunnel ends then (a
+    /// renewing agent reconnects with its new certificate before).
+    pub certificate_expires: Option<OffsetDateTime>,
 }
 
 /// Runs one tunnel to completion. Spawned by the upgrade handler on the shutdown tracker,
@@ -67,7 +70,17 @@ pub async fn run(state: AppState, owner: TunnelOwner, upgrade: OnUpgrade) {
     tokio::pin!(conn);
     let beats = heartbeats(&state, cluster_id, registration.generation, sender);
     tokio::pin!(beats);
+    let expiry = async {
+        match owner.certificate_expires {
+            Some(at) => {
+                let left = at - OffsetDateTime::now_utc();
+                tokio::time::sleep(std::time::Duration::try_from(left).unwrap_or_default()).await
+            }
+            None => std::future::pending().await,
+        }
+    };
     let reason: String = tokio::select! {
+        _ = expiry => "the agent's certificate expired".into(),
         r = conn.as_mut() => match r {
             Ok(()) => "the agent closed the tunnel".into(),
             Err(e) => format!("the connection failed: {e}"),

@@ -225,6 +225,130 @@ async fn agent_registers_comes_online_survives_a_restart_and_is_refused_after_de
     server.stop();
 }
 
+/// Agent certificates that last 9 s: the real agent renews at two thirds of that while its
+/// tunnel is up and reconnects with the new one; a tunnel whose certificate runs out is
+/// closed by the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_renews_while_connected_and_expired_certificates_lose_the_tunnel() {
+    let sim = kubesim::KubeSim::start(Default::default()).await.unwrap();
+    let server = InProcess::start_with(|c| {
+        c.agents.certificate_validity = Duration::from_secs(9);
+    })
+    .await;
+    let ca = server.server.state.config.data_dir.join("ca.crt");
+    let mut api = server.admin().await;
+
+    // A tunnel that never renews: the in-process agent code without the renewal loop.
+    let boot = import(&mut api, "team", "stale").await;
+    let anonymous = client_trusting(std::slice::from_ref(&ca), None);
+    let identity = ztka::agent::identity::register(
+        &anonymous,
+        &server.base(),
+        boot["token"].as_str().unwrap(),
+    )
+    .await
+    .unwrap();
+    let stale_ctx = std::sync::Arc::new(ztka::agent::Context::new(server.base(), None, identity));
+    let stale_client = client_trusting(
+        std::slice::from_ref(&ca),
+        Some(stale_ctx.identity().tls_identity().unwrap()),
+    );
+    let stop = tokio_util::sync::CancellationToken::new();
+    let stale = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            ztka::agent::tunnel::run_once(&stale_ctx, &stale_client, &stop).await
+        })
+    };
+
+    // The real agent, with its health endpoint.
+    let boot = import(&mut api, "team", "fresh").await;
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, boot["token"].as_str().unwrap()).unwrap();
+    let state = dir.path().join("agent-state");
+    let health = format!("127.0.0.1:{}", crate::fixture::free_port());
+    let mut agent = {
+        let mut cmd = ztka();
+        cmd.args(["agent", "--server", &server.base(), "--server-ca"])
+            .arg(&ca)
+            .arg("--token-file")
+            .arg(&token_file)
+            .arg("--state-dir")
+            .arg(&state)
+            .arg("--kubeconfig")
+            .arg(sim.kubeconfig_path())
+            .env("ZTKA_HEALTH_LISTEN", &health)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        cmd.spawn().unwrap()
+    };
+    let path = "/api/v1/projects/team/clusters/fresh";
+    let (b, _) = wait_for_cluster(&mut api, path, Duration::from_secs(20), |b| {
+        b["status"]["state"] == "online"
+    })
+    .await;
+    let first_connected = b["status"]["connected_since"].clone();
+    audit_has(&mut api, "agent.register", "success", "").await;
+    audit_has(&mut api, "agent.connect", "success", "").await;
+    let certificate = || {
+        let raw = std::fs::read(state.join("identity.json")).unwrap();
+        serde_json::from_slice::<Value>(&raw).unwrap()["certificate_pem"].clone()
+    };
+    let first_certificate = certificate();
+    // `ztka healthcheck --agent` reads the same address from the environment.
+    let healthcheck = || {
+        ztka()
+            .args(["healthcheck", "--agent"])
+            .env("ZTKA_HEALTH_LISTEN", &health)
+            .output()
+            .unwrap()
+    };
+    let out = healthcheck();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // About 6 s after registering, the agent renews, stores the new certificate and
+    // reconnects with it; the cluster is online again under a new connection.
+    let (b, _) = wait_for_cluster(&mut api, path, Duration::from_secs(20), |b| {
+        b["status"]["state"] == "online" && b["status"]["connected_since"] != first_connected
+    })
+    .await;
+    assert!(b["status"]["connected_since"].is_string());
+    audit_has(&mut api, "agent.renew", "success", "").await;
+    assert_ne!(certificate(), first_certificate);
+
+    // The tunnel that kept its first certificate was closed when it expired.
+    let up = tokio::time::timeout(Duration::from_secs(20), stale)
+        .await
+        .expect("the server never closed the expired tunnel")
+        .unwrap()
+        .unwrap();
+    assert!(up < Duration::from_secs(12), "up {up:?}");
+    audit_has(
+        &mut api,
+        "agent.disconnect",
+        "success",
+        "certificate expired",
+    )
+    .await;
+    // …while the renewing agent, well past its first certificate's 9 s, is still online.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let (s, b) = api.get(path).await;
+    assert_eq!(s, 200);
+    assert_eq!(b["status"]["state"], "online", "{b}");
+
+    let _ = agent.kill();
+    let _ = agent.wait();
+    let out = healthcheck();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("readyz"));
+    stop.cancel();
+}
+
 fn identity_of(
     pem_cert: &str,
     pem_key: &str,
@@ -292,6 +416,14 @@ async fn registration_and_tunnel_refusals_are_clear_and_audited() {
     let (_, admin_org) = ztka::pki::csr::create(&id_a.to_string(), "system:masters").unwrap();
     let (s, body) = register_raw(&server, token_a, &admin_org).await;
     assert_eq!(s, 403, "{body}");
+    assert_eq!(body["error"]["code"], "identity_mismatch");
+    audit_has(
+        &mut api,
+        "agent.register",
+        "denied",
+        "more than the agent identity",
+    )
+    .await;
 
     // The real registration works once; the replay is refused.
     let (key_a, csr_a) = ztka::pki::csr::create(&id_a.to_string(), "ztka:agent").unwrap();
@@ -655,4 +787,111 @@ async fn manifest_applies_with_kubectl_and_the_agent_role_is_least_privilege() {
             Some(json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "x", "namespace": "default"}}))).await,
         403
     );
+}
+
+#[tokio::test]
+async fn clusters_api_validates_updates_and_checks_permissions() {
+    let app = InProcess::start().await;
+    let mut admin = app.admin().await;
+    let boot = import(&mut admin, "shop", "prod").await;
+    // Bootstrap tokens last 24 h by default; the manifest runs this release's image.
+    let expires = time::OffsetDateTime::parse(
+        boot["expires_at"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    let ttl = expires - time::OffsetDateTime::now_utc();
+    assert!(
+        ttl > time::Duration::hours(23) && ttl <= time::Duration::hours(24),
+        "{ttl}"
+    );
+    let image = format!("image: ghcr.io/ztka-dev/ztka:{}", env!("CARGO_PKG_VERSION"));
+    assert!(boot["manifest"].as_str().unwrap().contains(&image));
+
+    let clusters = "/api/v1/projects/shop/clusters";
+    for (body, field) in [
+        (json!({"name": "Not_A_Name"}), "name"),
+        (json!({"name": "x".repeat(64)}), "name"),
+        (
+            json!({"name": "ok", "description": "d".repeat(2000)}),
+            "description",
+        ),
+    ] {
+        let (s, b) = admin.post(clusters, body).await;
+        assert_eq!((s, b["error"]["field"].as_str()), (400, Some(field)), "{b}");
+    }
+    let (s, b) = admin.post(clusters, json!({"name": "prod"})).await;
+    assert_eq!(s, 409, "{b}");
+    let (s, b) = admin
+        .post("/api/v1/projects/nope/clusters", json!({"name": "prod"}))
+        .await;
+    assert_eq!(s, 404, "{b}");
+
+    // The description can change; nothing else about the cluster does.
+    let path = "/api/v1/projects/shop/clusters/prod";
+    let (s, b) = admin
+        .patch(path, json!({"description": "the production cluster"}))
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["description"], "the production cluster");
+    let (_, b) = admin.get(path).await;
+    assert_eq!(b["description"], "the production cluster");
+    let (s, b) = admin
+        .patch(path, json!({"description": "d".repeat(2000)}))
+        .await;
+    assert_eq!(
+        (s, b["error"]["field"].as_str()),
+        (400, Some("description"))
+    );
+    let (s, b) = admin.patch(path, json!({"name": "renamed"})).await;
+    assert_eq!(s, 400, "{b}");
+    audit_has(&mut admin, "cluster.update", "success", "").await;
+
+    // A project reader sees the cluster but cannot change it; an outsider cannot see it.
+    for (name, grant) in [
+        (
+            "reader",
+            Some(json!({"role": "project-read-only", "project": "shop"})),
+        ),
+        ("outsider", None),
+    ] {
+        let (s, b) = admin
+            .post(
+                "/api/v1/users",
+                json!({"name": name, "password": "a long enough password"}),
+            )
+            .await;
+        assert_eq!(s, 201, "{b}");
+        if let Some(mut g) = grant {
+            g["user"] = json!(name);
+            let (s, b) = admin.post("/api/v1/grants", g).await;
+            assert_eq!(s, 201, "{b}");
+        }
+    }
+    let mut reader = crate::fixture::replace_initial_password(
+        app.login("reader", "a long enough password").await.0,
+        "a long enough password",
+    )
+    .await;
+    let (s, b) = reader.get(path).await;
+    assert_eq!(s, 200, "{b}");
+    let (s, b) = reader.get(clusters).await;
+    assert_eq!((s, b["items"][0]["name"].as_str()), (200, Some("prod")));
+    for (s, b) in [
+        reader.post(clusters, json!({"name": "new"})).await,
+        reader.patch(path, json!({"description": "mine"})).await,
+        reader.post(&format!("{path}/bootstrap"), json!({})).await,
+        reader.delete(path).await,
+    ] {
+        assert_eq!(s, 403, "{b}");
+    }
+    let mut outsider = crate::fixture::replace_initial_password(
+        app.login("outsider", "a long enough password").await.0,
+        "a long enough password",
+    )
+    .await;
+    let (s, b) = outsider.get(path).await;
+    assert!(s == 403 || s == 404, "{s} {b}");
+    let (s, b) = outsider.get(clusters).await;
+    assert!(s == 403 || s == 404, "{s} {b}");
 }

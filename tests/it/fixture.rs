@@ -173,9 +173,14 @@ pub struct InProcess {
 
 impl InProcess {
     pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts with `tweak` applied to the configuration.
+    pub async fn start_with(tweak: impl FnOnce(&mut ztka::config::ServeConfig)) -> Self {
         ztka::install_crypto_provider();
         let dir = tempfile::tempdir().unwrap();
-        let config = ztka::config::ServeConfig {
+        let mut config = ztka::config::ServeConfig {
             data_dir: dir.path().to_owned(),
             listen: "127.0.0.1:0".parse().unwrap(),
             external_url: ztka::config::ExternalUrl::parse("https://localhost:8443").unwrap(),
@@ -186,6 +191,7 @@ impl InProcess {
             audit: Default::default(),
             agents: Default::default(),
         };
+        tweak(&mut config);
         let server = ztka::serve::Server::start(config, ztka::shutdown::Shutdown::new())
             .await
             .unwrap();
@@ -233,7 +239,7 @@ impl InProcess {
     }
 }
 
-async fn replace_initial_password(mut c: ApiClient, initial: &str) -> ApiClient {
+pub async fn replace_initial_password(mut c: ApiClient, initial: &str) -> ApiClient {
     let (s, b) = c
         .post(
             "/api/v1/auth/password",

@@ -15,8 +15,8 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-use crate::agent::{import, spawn_agent};
-use crate::fixture::{ApiClient, ServerProcess, client_trusting};
+use crate::agent::import;
+use crate::fixture::{ApiClient, ServerProcess, client_trusting, ztka};
 
 struct Env {
     sim: KubeSim,
@@ -77,17 +77,31 @@ async fn env() -> Env {
         .create_token("ztka-system", "ztka-agent", 86_400)
         .await
         .unwrap();
+    // As in the cluster: the service account's namespace, and the identity kept in the
+    // `ztka-agent-identity` Secret (no --state-dir), through the role's own permissions.
     let agent_kc = dir.path().join("agent.kubeconfig");
     sim.write_kubeconfig(&agent_kc, &agent_token).unwrap();
+    let kc = std::fs::read_to_string(&agent_kc).unwrap();
+    std::fs::write(
+        &agent_kc,
+        kc.replace("namespace: default", "namespace: ztka-system"),
+    )
+    .unwrap();
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, boot["token"].as_str().unwrap()).unwrap();
-    let agent = spawn_agent(
-        &external,
-        &data.join("ca.crt"),
-        &token_file,
-        &dir.path().join("agent-state"),
-        &agent_kc,
-    );
+    let agent = ztka()
+        .args(["agent", "--server", &external, "--server-ca"])
+        .arg(data.join("ca.crt"))
+        .arg("--token-file")
+        .arg(&token_file)
+        .arg("--kubeconfig")
+        .arg(&agent_kc)
+        .env("KUBERNETES_SERVICE_HOST", "kubesim")
+        .env("ZTKA_LOG", "ztka=debug")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
     let start = Instant::now();
     loop {
         let (_, b) = admin.get("/api/v1/projects/shop/clusters/prod").await;
@@ -100,6 +114,17 @@ async fn env() -> Env {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let secret = sim
+        .get("v1", "Secret", "ztka-system", "ztka-agent-identity")
+        .await
+        .unwrap()
+        .expect("the identity Secret");
+    assert!(
+        secret["data"]["identity.json"]
+            .as_str()
+            .is_some_and(|d| d.len() > 100),
+        "the agent keeps its identity in the Secret: {secret}"
+    );
     Env {
         sim,
         server,

@@ -21,13 +21,28 @@ find /var/lib/ztka -mindepth 1 -delete
 # cloud-init runs again on the first boot of each droplet.
 cloud-init clean --logs
 
-# History, temporary files and logs of the build.
-rm -f /root/.bash_history /home/*/.bash_history /root/.lesshst /root/.viminfo
+# History and temporary files of the build.
+rm -f /root/.*_history /home/*/.*_history \
+	/root/.lesshst /home/*/.lesshst /root/.viminfo /home/*/.viminfo
 rm -rf /tmp/* /var/tmp/*
-find /var/log -type f \( -name '*.gz' -o -name '*.[0-9]' -o -name '*.old' \) -delete
-find /var/log -type f -exec truncate --size 0 {} +
-journalctl --rotate >/dev/null 2>&1 || true
-journalctl --vacuum-time=1s >/dev/null 2>&1 || true
+
+# Logs of the build. rsyslog writes syslog, auth.log, kern.log and ufw.log (a droplet on a
+# public address logs blocked packets within seconds): stop it for the rest of the build so
+# those stay empty until the snapshot. Stopping it here does not disable it in the image.
+systemctl stop syslog.socket rsyslog.service >/dev/null 2>&1 || true
+# Rotated and compressed logs go; the plain files are emptied. Their writers append
+# (O_APPEND), so emptying a file under them is safe. The journal is left to journald below:
+# it keeps its files open and mapped, and emptying one under it corrupts it.
+find /var/log -path /var/log/journal -prune -o -type f \
+	\( -name '*.gz' -o -name '*.xz' -o -name '*.zst' -o -name '*.[0-9]' -o -name '*.old' \
+	-o -name '*-[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]' \) -print0 | xargs -0 -r rm -f
+find /var/log -path /var/log/journal -prune -o -type f -size +0c -print0 |
+	xargs -0 -r truncate --size 0
+# The journal: rotation archives the active files (journald starts new, nearly empty ones),
+# and vacuuming deletes every archived file (their first entries are older than a second).
+if ! { journalctl --rotate && journalctl --vacuum-time=1s; }; then
+	echo "warning: could not rotate and vacuum the journal; the image keeps the build's journal" >&2
+fi
 
 # An empty machine-id makes systemd create a new one on first boot.
 truncate --size 0 /etc/machine-id

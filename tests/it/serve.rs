@@ -403,6 +403,18 @@ async fn routing_errors_use_the_api_shape_and_the_console_falls_back() {
             .contains("frame-ancestors 'none'")
     );
     assert!(String::from_utf8_lossy(res.body()).contains("<html"));
+    // Every answer, page or API, forbids framing and insists on HTTPS.
+    for path in ["/projects/some/deep/link", "/api/v1/nope", "/healthz"] {
+        let res = server.get(path).await;
+        let h = res.headers();
+        assert_eq!(h["x-frame-options"], "DENY", "{path}");
+        assert_eq!(h["x-content-type-options"], "nosniff", "{path}");
+        let hsts = h["strict-transport-security"].to_str().unwrap();
+        assert!(
+            hsts.starts_with("max-age=") && !hsts.starts_with("max-age=0"),
+            "{path}: {hsts}"
+        );
+    }
 
     // A client cannot choose its own request id.
     let mut req = get(&server.url("/healthz"));

@@ -69,6 +69,7 @@ const work = mkdtempSync(join(tmpdir(), "ztka-e2e-"));
 const ADMIN_PASSWORD = "an admin passphrase for the console test";
 const ALICE_INITIAL = "alice-temporary-pw-1";
 const ALICE_PASSWORD = "alice chooses a long passphrase";
+const ALICE_PASSWORD_2 = "alice chooses another passphrase";
 const PROJECT = "payments";
 const CLUSTER = "dev";
 
@@ -342,6 +343,9 @@ async function main() {
       expect(new URL(admin.url()).pathname === `/projects/${PROJECT}`, `at ${admin.url()}`);
       await admin.getByRole("heading", { name: "Clusters", exact: true }).waitFor();
       await shot(admin, "project");
+      await nav(admin, "Projects");
+      await admin.getByRole("link", { name: PROJECT }).waitFor();
+      await shot(admin, "projects");
     });
 
     await step("create a local user and a service user", async () => {
@@ -595,6 +599,9 @@ async function main() {
         await admin.goto(`${BASE}/projects/${PROJECT}`);
         await admin.getByRole("row").filter({ hasText: CLUSTER }).getByText("online").waitFor();
         await shot(admin, "project-with-cluster");
+        await nav(admin, "Overview");
+        await admin.getByText("All clusters are online.").waitFor();
+        await shot(admin, "overview");
       });
     }
 
@@ -738,6 +745,75 @@ async function main() {
           "the cluster filter from the URL is applied",
         );
         await table.locator("tbody tr").filter({ hasText: "alice" }).first().waitFor();
+      }
+      // The cluster import and (with a real cluster) alice's kubeconfig download.
+      const actions = ["cluster.create", "cluster.bootstrap"];
+      if (args.clusters) actions.push("kubeconfig.download");
+      for (const action of actions) {
+        await admin.goto(`${BASE}/audit?action=${action}`);
+        await table.getByText(action, { exact: true }).first().waitFor();
+      }
+    });
+
+    await step("a user's page: reset the password, revoke the kubeconfig, disable and enable", async () => {
+      current = admin;
+      await nav(admin, "Users");
+      await admin.getByRole("link", { name: "alice", exact: true }).click();
+      await heading(admin, /^alice/);
+      await admin.getByRole("link", { name: "developers" }).waitFor();
+      await admin.getByText("namespace-read-only").waitFor();
+      await shot(admin, "user");
+
+      // A generated temporary password, shown once; alice's session ends and she must
+      // choose her own at the next sign-in.
+      await admin.getByRole("button", { name: "Reset password" }).click();
+      let d = dialog(admin);
+      await d.getByRole("button", { name: "Reset password" }).click();
+      const temporary = (await d.getByLabel("Temporary password").innerText()).trim();
+      expect(temporary.length >= 12, `temporary password of ${temporary.length} characters`);
+      await shot(admin, "user-password-reset");
+      await d.getByRole("button", { name: "Done" }).click();
+      current = alice;
+      await alice.goto(`${BASE}/projects`);
+      await heading(alice, "Sign in");
+      await signIn(alice, "alice", temporary);
+      await choosePassword(alice, temporary, ALICE_PASSWORD_2);
+      await heading(alice, "Projects");
+
+      // Revoking her credentials signs her out again.
+      current = admin;
+      await admin.getByRole("button", { name: "Revoke kubeconfig" }).click();
+      await dialog(admin).getByRole("button", { name: "Revoke" }).click();
+      await admin.getByText("Credentials of alice revoked.").waitFor();
+      current = alice;
+      await alice.reload();
+      await heading(alice, "Sign in");
+
+      // Disabled, she is refused with the server's reason; enabled, she is back.
+      current = admin;
+      await admin.getByRole("button", { name: "Disable", exact: true }).click();
+      await admin.getByText("alice is disabled.").waitFor();
+      await admin.getByRole("button", { name: "Enable", exact: true }).waitFor();
+      await shot(admin, "user-disabled");
+      current = alice;
+      await signIn(alice, "alice", ALICE_PASSWORD_2);
+      await alice.getByRole("alert").filter({ hasText: "disabled" }).waitFor();
+      current = admin;
+      await admin.getByRole("button", { name: "Enable", exact: true }).click();
+      await admin.getByText("alice can sign in again.").waitFor();
+      current = alice;
+      await signIn(alice, "alice", ALICE_PASSWORD_2);
+      // Back on the page she was signed out of.
+      await heading(alice, "Projects");
+
+      current = admin;
+      for (const action of ["user.password.reset", "kubeconfig.revoke", "user.disable", "user.enable"]) {
+        await admin.goto(`${BASE}/audit?action=${action}`);
+        await admin
+          .getByRole("region", { name: "Audit events" })
+          .getByText(action, { exact: true })
+          .first()
+          .waitFor();
       }
     });
 

@@ -6,7 +6,8 @@
 #
 # Usage: benches/relay.sh            (builds release binaries first)
 # Env:   DURATION (seconds per run, default 5), WATCHES (default 5000), PROFILE=DIR (perf
-#        profiles of server and agent under 64 clients instead; build with symbols, e.g.
+#        profiles of server and agent under PROFILE_CLIENTS clients, default 64, instead;
+#        build with symbols, e.g.
 #        CARGO_PROFILE_RELEASE_STRIP=false CARGO_PROFILE_RELEASE_DEBUG=line-tables-only
 #        CARGO_TARGET_DIR=target/profiling)
 set -euo pipefail
@@ -34,8 +35,11 @@ k run x --image=busybox >/dev/null
 # ztka with a known admin password.
 port="$(free_port)"
 url="https://localhost:$port"
+# ZTKA_THREADS=N runs the server and the agent on N runtime worker threads (default: one per core).
+threads=()
+[ -n "${ZTKA_THREADS:-}" ] && threads=(env "TOKIO_WORKER_THREADS=$ZTKA_THREADS")
 ZTKA_INITIAL_ADMIN_PASSWORD="benchmark-initial-pw" ZTKA_LOG=warn \
-  "$bin/ztka" serve --data-dir "$tmp/data" --listen "127.0.0.1:$port" --external-url "$url" >"$tmp/ztka.out" 2>&1 &
+  "${threads[@]}" "$bin/ztka" serve --data-dir "$tmp/data" --listen "127.0.0.1:$port" --external-url "$url" >"$tmp/ztka.out" 2>&1 &
 ztka_pid=$!
 pids+=($ztka_pid)
 for _ in $(seq 100); do curl -sf --cacert "$tmp/data/ca.crt" "$url/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
@@ -63,7 +67,7 @@ k apply -f "$tmp/manifest.yaml" >/dev/null
 cp "$sim_kc" "$tmp/agent.kubeconfig"
 agent_token="$(k -n ztka-system create token ztka-agent --duration=24h)"
 kubectl --kubeconfig "$tmp/agent.kubeconfig" config set-credentials "$(kubectl --kubeconfig "$sim_kc" config view -o jsonpath='{.users[0].name}')" --token="$agent_token" >/dev/null
-ZTKA_LOG=warn "$bin/ztka" agent --server "$url" --server-ca "$ca" --token-file "$tmp/token" \
+ZTKA_LOG=warn "${threads[@]}" "$bin/ztka" agent --server "$url" --server-ca "$ca" --token-file "$tmp/token" \
   --state-dir "$tmp/agent" --kubeconfig "$tmp/agent.kubeconfig" >"$tmp/agent.out" 2>&1 &
 agent_pid=$!
 pids+=($agent_pid)
@@ -85,12 +89,12 @@ for _ in $(seq 100); do curl -sf "http://127.0.0.1:$proxy_port/version" >/dev/nu
 path=/api/v1/namespaces/default/pods/x
 if [ -n "${PROFILE:-}" ]; then # PROFILE=DIR: perf profiles of server and agent under 64 clients
   mkdir -p "$PROFILE"
-  perf record -g -o "$PROFILE/server.data" -p "$ztka_pid" -- sleep "$duration" >/dev/null 2>&1 &
+  perf record --call-graph dwarf,16384 -F 999 -o "$PROFILE/server.data" -p "$ztka_pid" -- sleep "$duration" >/dev/null 2>&1 &
   perf_pids=($!)
-  perf record -g -o "$PROFILE/agent.data" -p "$agent_pid" -- sleep "$duration" >/dev/null 2>&1 &
+  perf record --call-graph dwarf,16384 -F 999 -o "$PROFILE/agent.data" -p "$agent_pid" -- sleep "$duration" >/dev/null 2>&1 &
   perf_pids+=($!)
   "$bin/kubesim-load" --duration "$duration" --path "$path" --url "$url/k8s/sim" --ca-file "$ca" \
-    --cert-file "$tmp/user.crt" --key-file "$tmp/user.key" --clients 64
+    --cert-file "$tmp/user.crt" --key-file "$tmp/user.key" --clients "${PROFILE_CLIENTS:-64}"
   wait "${perf_pids[@]}"
   exit 0
 fi
@@ -102,6 +106,7 @@ for c in 1 16 64; do
   printf 'ztka        %s\n' "$(load --url "$url/k8s/sim" --ca-file "$ca" --cert-file "$tmp/user.crt" --key-file "$tmp/user.key" --clients "$c")"
 done
 
+[ "$watches" -gt 0 ] || exit 0
 rss() { awk '/VmRSS/ {printf "%.1f MiB", $2/1024}' "/proc/$1/status"; }
 echo "before watches: server $(rss $ztka_pid), agent $(rss $agent_pid)"
 hold=$((duration + 25))

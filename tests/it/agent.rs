@@ -37,12 +37,15 @@ pub async fn import(api: &mut ApiClient, project: &str, name: &str) -> Value {
     b
 }
 
-pub fn spawn_agent(
+/// A `ztka agent` process keeping its identity in `state`, with its health endpoint on
+/// `health` (also what `ztka healthcheck --agent` reads).
+fn spawn_agent(
     server: &str,
     ca: &Path,
     token_file: &Path,
     state: &Path,
     kubeconfig: &Path,
+    health: &str,
 ) -> Child {
     ztka()
         .args(["agent", "--server", server, "--server-ca"])
@@ -53,10 +56,20 @@ pub fn spawn_agent(
         .arg(state)
         .arg("--kubeconfig")
         .arg(kubeconfig)
+        .env("ZTKA_HEALTH_LISTEN", health)
         .env("ZTKA_LOG", "ztka=debug")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
+        .unwrap()
+}
+
+/// `ztka healthcheck --agent` against the agent whose health endpoint is `health`.
+fn agent_healthcheck(health: &str) -> std::process::Output {
+    ztka()
+        .args(["healthcheck", "--agent"])
+        .env("ZTKA_HEALTH_LISTEN", health)
+        .output()
         .unwrap()
 }
 
@@ -117,12 +130,14 @@ async fn agent_registers_comes_online_survives_a_restart_and_is_refused_after_de
     std::fs::write(&token_file, boot["token"].as_str().unwrap()).unwrap();
     let state = dir.path().join("agent-state");
     let url = format!("https://127.0.0.1:{port}");
+    let health = format!("127.0.0.1:{}", crate::fixture::free_port());
     let mut agent = spawn_agent(
         &url,
         &data.join("ca.crt"),
         &token_file,
         &state,
         sim.kubeconfig_path(),
+        &health,
     );
     let path = "/api/v1/projects/shop/clusters/prod";
     let (b, _) = wait_for_cluster(&mut api, path, Duration::from_secs(20), |b| {
@@ -157,6 +172,25 @@ async fn agent_registers_comes_online_survives_a_restart_and_is_refused_after_de
         restarted.elapsed()
     );
     assert!(b["status"]["last_seen"].is_string());
+    assert!(agent_healthcheck(&health).status.success());
+
+    // A server that stops answering (no TCP reset, just silence) is noticed by the agent's
+    // keepalive within 30 s: it reports not ready, and reconnects once the server is back.
+    server.signal(libc::SIGSTOP);
+    let frozen = Instant::now();
+    while agent_healthcheck(&health).status.success() {
+        assert!(
+            frozen.elapsed() < Duration::from_secs(30),
+            "the agent never noticed the silent server"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    eprintln!("silent server noticed after {:?}", frozen.elapsed());
+    server.signal(libc::SIGCONT);
+    wait_for_cluster(&mut api, path, Duration::from_secs(20), |b| {
+        b["status"]["state"] == "online"
+    })
+    .await;
 
     // A frozen agent (no TCP reset, just silence) is noticed by keepalive within 30 s…
     unsafe {
@@ -268,21 +302,14 @@ async fn agent_renews_while_connected_and_expired_certificates_lose_the_tunnel()
     std::fs::write(&token_file, boot["token"].as_str().unwrap()).unwrap();
     let state = dir.path().join("agent-state");
     let health = format!("127.0.0.1:{}", crate::fixture::free_port());
-    let mut agent = {
-        let mut cmd = ztka();
-        cmd.args(["agent", "--server", &server.base(), "--server-ca"])
-            .arg(&ca)
-            .arg("--token-file")
-            .arg(&token_file)
-            .arg("--state-dir")
-            .arg(&state)
-            .arg("--kubeconfig")
-            .arg(sim.kubeconfig_path())
-            .env("ZTKA_HEALTH_LISTEN", &health)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
-        cmd.spawn().unwrap()
-    };
+    let mut agent = spawn_agent(
+        &server.base(),
+        &ca,
+        &token_file,
+        &state,
+        sim.kubeconfig_path(),
+        &health,
+    );
     let path = "/api/v1/projects/team/clusters/fresh";
     let (b, _) = wait_for_cluster(&mut api, path, Duration::from_secs(20), |b| {
         b["status"]["state"] == "online"
@@ -296,15 +323,7 @@ async fn agent_renews_while_connected_and_expired_certificates_lose_the_tunnel()
         serde_json::from_slice::<Value>(&raw).unwrap()["certificate_pem"].clone()
     };
     let first_certificate = certificate();
-    // `ztka healthcheck --agent` reads the same address from the environment.
-    let healthcheck = || {
-        ztka()
-            .args(["healthcheck", "--agent"])
-            .env("ZTKA_HEALTH_LISTEN", &health)
-            .output()
-            .unwrap()
-    };
-    let out = healthcheck();
+    let out = agent_healthcheck(&health);
     assert!(
         out.status.success(),
         "{}",
@@ -343,7 +362,7 @@ async fn agent_renews_while_connected_and_expired_certificates_lose_the_tunnel()
 
     let _ = agent.kill();
     let _ = agent.wait();
-    let out = healthcheck();
+    let out = agent_healthcheck(&health);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("readyz"));
     stop.cancel();

@@ -54,6 +54,25 @@ struct Authorized {
 }
 
 /// `/k8s/{cluster}` and everything below it.
+/// The route's entry: what the application's layers do for other routes, cut to what a
+/// relayed request needs — a fresh request id (never the client's) in the task-local the
+/// audit event reads, on the response, and on a tracing span.
+pub async fn entry(state: State<AppState>, mut req: Request) -> Response {
+    use tracing::Instrument as _;
+    let id = uuid::Uuid::new_v4().to_string();
+    let value = HeaderValue::from_str(&id).ok();
+    req.headers_mut().remove(crate::api::REQUEST_ID_HEADER);
+    let span = tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id);
+    let mut res = crate::api::error::REQUEST_ID
+        .scope(id, handle(state, req))
+        .instrument(span)
+        .await;
+    if let Some(v) = value {
+        res.headers_mut().insert(crate::api::REQUEST_ID_HEADER, v);
+    }
+    res
+}
+
 pub async fn handle(State(state): State<AppState>, req: Request) -> Response {
     let started = Instant::now();
     let path = req.uri().path().to_owned();

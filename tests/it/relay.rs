@@ -489,6 +489,39 @@ async fn cluster_rbac_decides_and_forged_identities_are_refused() {
         assert_eq!(s, 403, "{headers:?}: {b}");
         assert_eq!(b["kind"], "Status");
     }
+    // A client's request id is replaced by the server's own, which the audit event carries.
+    let client = client_trusting(&[env.server.data_dir.join("ca.crt")], Some(rita()));
+    let res = client
+        .send(
+            hyper::Request::get(env.server.url("/k8s/prod/api/v1/namespaces/default/pods"))
+                .header("x-request-id", "forged-correlation")
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let id = res.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert!(uuid::Uuid::parse_str(&id).is_ok(), "request id {id}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, b) = env
+            .admin
+            .get("/api/v1/audit?kind=kube&user=rita&limit=5")
+            .await;
+        let ids: Vec<&str> = b["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|e| e["request_id"].as_str())
+            .collect();
+        assert!(!ids.contains(&"forged-correlation"), "{b}");
+        if ids.contains(&id.as_str()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no audit event with {id}: {b}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     // No certificate; an agent certificate is not a user certificate.
     let (s, b) = raw(&env, None, "/k8s/prod/api/v1/pods", &[]).await;
     assert_eq!(s, 401, "{b}");

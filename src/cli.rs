@@ -357,9 +357,13 @@ pub struct HealthcheckArgs {
     pub url: Option<String>,
 
     /// Probe a local `ztka agent` instead: plain HTTP `/readyz` (tunnel open) on its
-    /// `--health-listen` address (`ZTKA_HEALTH_LISTEN`, default 127.0.0.1:8081).
+    /// `--health-listen` address (default 127.0.0.1:8081).
     #[arg(long, conflicts_with = "url")]
     pub agent: bool,
+
+    /// The agent's health address, as given to `ztka agent --health-listen` (with `--agent`).
+    #[arg(long, env = "ZTKA_HEALTH_LISTEN", value_name = "ADDR")]
+    pub health_listen: Option<std::net::SocketAddr>,
 
     /// Extra CA certificate (PEM) to trust; `<data-dir>/ca.crt` is trusted when present.
     #[arg(long, env = "ZTKA_HEALTHCHECK_CA", value_name = "FILE")]

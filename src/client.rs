@@ -159,3 +159,25 @@ pub fn set_origin_form<B>(req: &mut hyper::Request<B>) -> Result<(), ClientError
     );
     Ok(())
 }
+
+/// The public web PKI's roots, for servers with a publicly issued certificate.
+pub fn public_roots() -> rustls::RootCertStore {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    roots
+}
+
+/// Adds every certificate in `pem` to `roots`; returns how many. Fails on text that is not
+/// PEM and on a certificate rustls will not use as a root.
+pub fn add_pem_roots(roots: &mut rustls::RootCertStore, pem: &[u8]) -> Result<usize, String> {
+    use rustls::pki_types::pem::PemObject;
+    let mut added = 0;
+    for cert in CertificateDer::pem_slice_iter(pem) {
+        let cert = cert.map_err(|e| format!("is not PEM: {e}"))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("holds an unusable certificate: {e}"))?;
+        added += 1;
+    }
+    Ok(added)
+}

@@ -5,8 +5,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
-use rustls_pki_types::CertificateDer;
-use rustls_pki_types::pem::PemObject;
 
 use crate::cli::HealthcheckArgs;
 use crate::client::HttpsClient;
@@ -14,7 +12,11 @@ use crate::config::{DEFAULT_LISTEN, FileConfig, resolve_data_dir};
 
 pub async fn run(file: &FileConfig, args: &HealthcheckArgs) -> Result<(), String> {
     if args.agent {
-        return agent(Duration::from_secs(args.timeout.max(1))).await;
+        let listen = args.health_listen.unwrap_or(std::net::SocketAddr::from((
+            std::net::Ipv4Addr::LOCALHOST,
+            crate::manifest::AGENT_HEALTH_PORT,
+        )));
+        return agent(listen, Duration::from_secs(args.timeout.max(1))).await;
     }
     let data_dir = resolve_data_dir(file, args.data.data_dir.as_ref());
     let url = match &args.url {
@@ -28,31 +30,21 @@ pub async fn run(file: &FileConfig, args: &HealthcheckArgs) -> Result<(), String
                 .parse()
                 .map_err(|_| "listen address in the config file is invalid".to_string())?;
             // A wildcard listener is probed on loopback, which the server certificate names.
-            let host = if listen.ip().is_unspecified() {
-                "127.0.0.1".to_owned()
-            } else {
-                listen.ip().to_string()
-            };
-            let host = if host.contains(':') {
-                format!("[{host}]")
-            } else {
-                host
+            let listen = loopback_if_wildcard(listen);
+            let host = match listen {
+                std::net::SocketAddr::V4(a) => a.ip().to_string(),
+                std::net::SocketAddr::V6(a) => format!("[{}]", a.ip()),
             };
             format!("https://{host}:{}/healthz", listen.port())
         }
     };
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    let mut roots = crate::client::public_roots();
     let mut ca_files = vec![data_dir.join(crate::pki::CA_CERT_FILE)];
     ca_files.extend(args.ca_file.clone());
     for path in ca_files.iter().filter(|p| p.exists()) {
         let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        for cert in CertificateDer::pem_slice_iter(&pem) {
-            let cert = cert.map_err(|e| format!("{}: {e}", path.display()))?;
-            roots
-                .add(cert)
-                .map_err(|e| format!("{}: {e}", path.display()))?;
-        }
+        crate::client::add_pem_roots(&mut roots, &pem)
+            .map_err(|e| format!("{} {e}", path.display()))?;
     }
     let client = HttpsClient::new(roots, None, Duration::from_secs(args.timeout.max(1)))
         .map_err(|e| e.to_string())?;
@@ -67,20 +59,10 @@ pub async fn run(file: &FileConfig, args: &HealthcheckArgs) -> Result<(), String
     }
 }
 
-/// Probes the agent's plain-HTTP `/readyz` on the address it listens on (the same
-/// `ZTKA_HEALTH_LISTEN` the agent reads; a wildcard address is probed on loopback).
-async fn agent(timeout: Duration) -> Result<(), String> {
-    let listen = std::env::var("ZTKA_HEALTH_LISTEN")
-        .unwrap_or_else(|_| format!("127.0.0.1:{}", crate::manifest::AGENT_HEALTH_PORT));
-    let mut addr: std::net::SocketAddr = listen
-        .parse()
-        .map_err(|_| format!("ZTKA_HEALTH_LISTEN {listen:?} is not an address"))?;
-    if addr.ip().is_unspecified() {
-        addr.set_ip(match addr {
-            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
-            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-        });
-    }
+/// Probes the agent's plain-HTTP `/readyz` on the address it listens on (a wildcard address
+/// on loopback).
+async fn agent(listen: std::net::SocketAddr, timeout: Duration) -> Result<(), String> {
+    let addr = loopback_if_wildcard(listen);
     let url = format!("http://{addr}/readyz");
     let probe = async {
         let tcp = tokio::net::TcpStream::connect(addr)
@@ -104,4 +86,15 @@ async fn agent(timeout: Duration) -> Result<(), String> {
         Ok(Ok(status)) if status.is_success() => Ok(()),
         Ok(Ok(status)) => Err(format!("{url}: HTTP {status}")),
     }
+}
+
+/// A wildcard address becomes loopback of the same family; others stay as they are.
+fn loopback_if_wildcard(mut addr: std::net::SocketAddr) -> std::net::SocketAddr {
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    addr
 }

@@ -43,10 +43,13 @@ async fn agent(args: &ztka::cli::AgentArgs) -> ExitCode {
     if let Err(e) = shutdown.listen_for_signals() {
         return failure(format!("cannot install signal handlers: {e}"));
     }
-    match ztka::agent::run(config, shutdown.token()).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) if e.is_usage() => usage(e),
-        Err(e) => failure(e),
+    // On the runtime's workers, not the main thread: the tunnel connection then runs beside
+    // the request handlers it spawns instead of every request crossing threads twice.
+    match tokio::spawn(ztka::agent::run(config, shutdown.token())).await {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(e)) if e.is_usage() => usage(e),
+        Ok(Err(e)) => failure(e),
+        Err(e) => failure(format!("the agent stopped unexpectedly: {e}")),
     }
 }
 

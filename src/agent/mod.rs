@@ -252,7 +252,10 @@ pub async fn run(config: AgentConfig, stop: CancellationToken) -> Result<(), Age
             session.clone(),
         ));
         let outcome = tunnel::run_once(&ctx, &client, &session).await;
-        renewal.abort();
+        // Ends the renewal task at its next wait; a renewal already under way finishes
+        // (aborting it could lose a certificate the server has already admitted).
+        session.cancel();
+        let renewed = renewal.await.unwrap_or(false);
         match outcome {
             // However it ended, a tunnel that held for a while means the server is there:
             // reconnect quickly rather than where earlier failures left the backoff.
@@ -260,7 +263,7 @@ pub async fn run(config: AgentConfig, stop: CancellationToken) -> Result<(), Age
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "tunnel unavailable"),
         }
-        if session.is_cancelled() && !stop.is_cancelled() {
+        if renewed && !stop.is_cancelled() {
             tracing::info!("reconnecting with the renewed certificate");
             backoff.reset();
             continue;
@@ -321,35 +324,35 @@ async fn renew_if_due(
 }
 
 /// Renews the certificate when it falls due during a tunnel session, then ends the session
-/// (`session`) so the agent reconnects with it. Failures are retried every minute.
+/// (`session`) so the agent reconnects with it; returns whether it renewed. Failures are
+/// retried every minute.
 async fn renew_during(
     ctx: Arc<Context>,
     store: Arc<IdentityStore>,
     roots: rustls::RootCertStore,
     session: CancellationToken,
-) {
+) -> bool {
     const RETRY: Duration = Duration::from_secs(60);
     // Wakes at least hourly, so a clock that jumps cannot push the renewal far out.
     const RECHECK: Duration = Duration::from_secs(3600);
-    let mut wait = Duration::ZERO;
+    // The session was opened right after a check: wait for the due time.
+    let until_due = || {
+        let left = ctx.identity().renewal_due() - OffsetDateTime::now_utc();
+        // A little past the due time, so `needs_renewal` holds when it wakes.
+        Duration::try_from(left).unwrap_or_default().min(RECHECK) + Duration::from_millis(10)
+    };
+    let mut wait = until_due();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
-            _ = session.cancelled() => return,
+            _ = session.cancelled() => return false,
         }
         match renew_if_due(&ctx, &store, &roots).await {
             Ok(true) => {
                 session.cancel();
-                return;
+                return true;
             }
-            Ok(false) => {
-                let until_due = ctx.identity().renewal_due() - OffsetDateTime::now_utc();
-                // A little past the due time, so `needs_renewal` holds when it wakes.
-                wait = Duration::try_from(until_due)
-                    .unwrap_or_default()
-                    .min(RECHECK)
-                    + Duration::from_millis(10);
-            }
+            Ok(false) => wait = until_due(),
             Err(e) => {
                 tracing::warn!(error = %e, "certificate renewal failed; will retry");
                 wait = RETRY;

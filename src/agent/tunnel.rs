@@ -86,27 +86,18 @@ pub async fn run_once(
         .initial_stream_window_size(1 << 20)
         .initial_connection_window_size(4 << 20)
         .serve_connection(upgraded, service);
-    // A task of its own, on the runtime's workers beside the request handlers it spawns
-    // (awaited in place it would run wherever the caller runs, say the main thread, and
-    // every request would cross threads twice).
-    let stop = stop.clone();
-    let session = tokio::spawn(async move {
-        tokio::pin!(conn);
-        tokio::select! {
-            r = conn.as_mut() => match r {
-                Ok(()) => "the server closed it".to_owned(),
-                Err(e) => format!("the connection failed: {e}"),
-            },
-            _ = stop.cancelled() => {
-                conn.as_mut().graceful_shutdown();
-                let _ = tokio::time::timeout(Duration::from_secs(5), conn.as_mut()).await;
-                "the agent closed it".to_owned()
-            }
+    tokio::pin!(conn);
+    let ended = tokio::select! {
+        r = conn.as_mut() => match r {
+            Ok(()) => "the server closed it".to_owned(),
+            Err(e) => format!("the connection failed: {e}"),
+        },
+        _ = stop.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(Duration::from_secs(5), conn.as_mut()).await;
+            "the agent closed it".to_owned()
         }
-    });
-    let ended = session
-        .await
-        .unwrap_or_else(|e| format!("the tunnel task failed: {e}"));
+    };
     ctx.set_connected(false);
     tracing::info!(cluster = %identity.cluster, reason = %ended, "tunnel closed");
     Ok(since.elapsed())

@@ -26,7 +26,7 @@ use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::request_id::PropagateRequestIdLayer;
 use tower_http::sensitive_headers::SetSensitiveHeadersLayer;
 use tower_http::trace::TraceLayer;
 
@@ -83,8 +83,10 @@ pub fn app(state: AppState) -> Router {
             HeaderName::from_static("x-csrf-token"),
         ]))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID_HEADER))
-        .layer(SetRequestIdLayer::new(REQUEST_ID_HEADER, MakeRequestUuid))
-        .layer(middleware::map_request(strip_client_request_id))
+        .layer(middleware::map_request(|mut req: Request| async move {
+            assign_request_id(&mut req);
+            req
+        }))
         // Added after the layers, so they do not wrap it: kubectl needs no console headers
         // or cookie redaction, and the stack costs a measurable share of a small request.
         // The relay sets its own request id and span (`relay::entry`).
@@ -93,10 +95,13 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Request ids are always the server's own: a client-sent one could forge audit correlation.
-async fn strip_client_request_id(mut req: Request) -> Request {
-    req.headers_mut().remove(REQUEST_ID_HEADER);
-    req
+/// Gives the request a fresh id, replacing any the client sent (a client-chosen id could
+/// forge audit correlation), and returns it. Every route gets its id here, the relay's too.
+pub(crate) fn assign_request_id(req: &mut Request) -> HeaderValue {
+    let id = HeaderValue::from_str(&uuid::Uuid::new_v4().to_string())
+        .unwrap_or_else(|_| HeaderValue::from_static("-"));
+    req.headers_mut().insert(REQUEST_ID_HEADER, id.clone());
+    id
 }
 
 /// Makes the id visible to error responses. Always a fresh id: a client-sent `x-request-id` could otherwise forge audit correlation.

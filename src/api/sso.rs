@@ -144,11 +144,11 @@ fn check_secret(secret: &str) -> Result<(), ApiError> {
 }
 
 fn check_ca(pem: &str) -> Result<(), ApiError> {
-    use rustls_pki_types::pem::PemObject;
-    let certs: Vec<_> = rustls_pki_types::CertificateDer::pem_slice_iter(pem.as_bytes())
-        .collect::<Result<_, _>>()
-        .map_err(|e| ApiError::invalid("ca_pem", format!("is not PEM: {e}")))?;
-    if certs.is_empty() || pem.len() > 64 * 1024 {
+    // The same check the sign-in's HTTPS client makes, so a saved CA is one it can use.
+    let mut roots = rustls::RootCertStore::empty();
+    let added = crate::client::add_pem_roots(&mut roots, pem.as_bytes())
+        .map_err(|e| ApiError::invalid("ca_pem", e))?;
+    if added == 0 || pem.len() > 64 * 1024 {
         return Err(ApiError::invalid(
             "ca_pem",
             "must hold one or more PEM certificates (at most 64 KiB)",
@@ -260,6 +260,7 @@ pub async fn create(
     event.details = described(&provider);
     let stored = provider.clone();
     commit(&state, &permit, event, move |txn| {
+        store::sso::check_mapped_groups(txn, &stored)?;
         named::insert(txn, &stored)
     })
     .await?;
@@ -310,6 +311,7 @@ pub async fn update(
     });
     let stored = p.clone();
     commit(&state, &permit, event, move |txn| {
+        store::sso::check_mapped_groups(txn, &stored)?;
         named::update(txn, &stored)
     })
     .await?;

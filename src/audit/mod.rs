@@ -459,7 +459,8 @@ struct Batch {
 }
 
 impl Batch {
-    fn push(&mut self, msg: Msg) {
+    /// Adds the message; returns the event it carried, if any.
+    fn push(&mut self, msg: Msg) -> Option<&Sealed> {
         match msg {
             Msg::Append {
                 event,
@@ -469,10 +470,12 @@ impl Batch {
                 self.events.push(event);
                 self.waiters.extend(done);
                 self.permits.push(_permit);
+                return self.events.last();
             }
             Msg::Flush(r) => self.flushes.push(r),
             Msg::Sweep(r) => self.sweeps.push(r),
         }
+        None
     }
 }
 
@@ -517,13 +520,21 @@ impl Writer {
                 }
                 Err(RecvTimeoutError::Disconnected) => break,
             };
+            let deadline = Instant::now() + self.options.group_commit_wait;
+            if self.callers.max == 0 && !self.closing.load(Ordering::Relaxed) {
+                // No durable caller is expected, so nobody waits for this batch: let it
+                // gather before taking the database's only write slot. Appenders meanwhile
+                // find no receiver to wake, which spares every fast append a wake-up of
+                // this thread.
+                std::thread::sleep(self.options.group_commit_wait);
+            }
             let mut batch = Batch::default();
             let mut disconnected = false;
-            // The transaction is open while the batch gathers: each event is stored as it
-            // arrives, overlapping the appenders that are still sealing theirs.
+            // Otherwise the transaction is open while the batch gathers: each event is
+            // stored as it arrives, overlapping the appenders that are still sealing theirs.
             let written = self.store.write_log_blocking(|txn| {
                 let mut appender = crate::store::audit::Appender::open(txn)?;
-                disconnected = self.gather(first, &mut batch, &mut appender)?;
+                disconnected = self.gather(first, deadline, &mut batch, &mut appender)?;
                 appender.finish(txn)?;
                 if self.index_now(&batch) {
                     self.write_index(txn, &batch.events)?;
@@ -539,8 +550,8 @@ impl Writer {
         let _ = self.index_unindexed();
     }
 
-    /// Takes `first` and the queued messages into the batch until it is full or the
-    /// group-commit window ends, storing each event through `appender`. Returns true when
+    /// Takes `first` and the queued messages into the batch until it is full or `deadline`
+    /// (the end of the group-commit window) passes, storing each event through `appender`. Returns true when
     /// every sender is gone (and the queue is empty). On a storage error the message is
     /// already in the batch, so [`Writer::commit`] can retry it.
     ///
@@ -550,18 +561,14 @@ impl Writer {
     fn gather(
         &self,
         first: Msg,
+        deadline: Instant,
         batch: &mut Batch,
         appender: &mut crate::store::audit::Appender<'_>,
     ) -> StoreResult<bool> {
-        let deadline = Instant::now() + self.options.group_commit_wait;
         let expected = self.callers.max;
-        let mut take = |batch: &mut Batch, msg: Msg| {
-            let append = matches!(msg, Msg::Append { .. });
-            batch.push(msg);
-            match batch.events.last() {
-                Some(event) if append => appender.push(event),
-                _ => Ok(()),
-            }
+        let mut take = |batch: &mut Batch, msg: Msg| match batch.push(msg) {
+            Some(event) => appender.push(event),
+            None => Ok(()),
         };
         take(batch, first)?;
         while batch.events.len() < self.options.max_batch
@@ -573,20 +580,6 @@ impl Writer {
                 Err(TryRecvError::Empty) => {
                     let now = Instant::now();
                     if now >= deadline || self.closing.load(Ordering::Relaxed) {
-                        return Ok(false);
-                    }
-                    if expected == 0 {
-                        // Nobody is known to be waiting: sleep out the window and take what
-                        // came meanwhile. Appenders then find no receiver to wake, which
-                        // spares every fast append a wake-up of this thread.
-                        std::thread::sleep(deadline - now);
-                        while batch.events.len() < self.options.max_batch {
-                            match self.rx.try_recv() {
-                                Ok(m) => take(batch, m)?,
-                                Err(TryRecvError::Empty) => return Ok(false),
-                                Err(TryRecvError::Disconnected) => return Ok(true),
-                            }
-                        }
                         return Ok(false);
                     }
                     match self.rx.recv_timeout(deadline - now) {
@@ -613,6 +606,8 @@ impl Writer {
     /// would break it. Durable callers hear about each failed attempt; the held queue
     /// permits make further appends wait rather than go unrecorded.
     fn commit(&mut self, mut batch: Batch, written: StoreResult<()>) {
+        // Before a failed attempt drains the waiters.
+        self.callers.record(batch.waiters.len());
         let index_now = self.index_now(&batch);
         let mut backoff = Duration::from_millis(50);
         let mut attempts = 0u32;
@@ -648,7 +643,6 @@ impl Writer {
                 Ok(())
             });
         }
-        self.callers.record(batch.waiters.len());
         if index_now {
             self.unindexed.clear();
         } else {

@@ -53,27 +53,29 @@ struct Authorized {
     access: ClusterAccess,
 }
 
-/// `/k8s/{cluster}` and everything below it.
-/// The route's entry: what the application's layers do for other routes, cut to what a
-/// relayed request needs — a fresh request id (never the client's) in the task-local the
-/// audit event reads, on the response, and on a tracing span.
+/// `/k8s/{cluster}` and everything below it. The route's entry does what the application's
+/// layers do for other routes, cut to what a relayed request needs: the server's own
+/// request id (in the task-local the audit event reads, on the response and on a tracing
+/// span) and an error line for a 5xx.
 pub async fn entry(state: State<AppState>, mut req: Request) -> Response {
     use tracing::Instrument as _;
-    let id = uuid::Uuid::new_v4().to_string();
-    let value = HeaderValue::from_str(&id).ok();
-    req.headers_mut().remove(crate::api::REQUEST_ID_HEADER);
+    let value = crate::api::assign_request_id(&mut req);
+    let id = value.to_str().unwrap_or_default().to_owned();
     let span = tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id);
     let mut res = crate::api::error::REQUEST_ID
         .scope(id, handle(state, req))
-        .instrument(span)
+        .instrument(span.clone())
         .await;
-    if let Some(v) = value {
-        res.headers_mut().insert(crate::api::REQUEST_ID_HEADER, v);
+    if res.status().is_server_error() {
+        span.in_scope(|| tracing::error!(status = %res.status(), "response failed"));
     }
+    res.headers_mut()
+        .insert(crate::api::REQUEST_ID_HEADER, value);
     res
 }
 
-pub async fn handle(State(state): State<AppState>, req: Request) -> Response {
+/// Authorizes, records and forwards one request (see the module documentation).
+async fn handle(State(state): State<AppState>, req: Request) -> Response {
     let started = Instant::now();
     let path = req.uri().path().to_owned();
     let Some(rest) = path.strip_prefix("/k8s/") else {

@@ -137,24 +137,10 @@ pub fn redirect_uri(external_url: &str, name: &str) -> String {
 
 /// An HTTPS client that trusts the public web roots and the provider's own CA, if any.
 fn http_client(provider_ca: Option<&str>) -> Result<HttpsClient, SsoError> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    let mut roots = crate::client::public_roots();
     if let Some(pem) = provider_ca {
-        use rustls_pki_types::pem::PemObject;
-        for cert in rustls_pki_types::CertificateDer::pem_slice_iter(pem.as_bytes()) {
-            let cert = cert.map_err(|e| {
-                SsoError::new(
-                    "sso_misconfigured",
-                    format!("the provider CA is not PEM: {e}"),
-                )
-            })?;
-            roots.add(cert).map_err(|e| {
-                SsoError::new(
-                    "sso_misconfigured",
-                    format!("the provider CA is unusable: {e}"),
-                )
-            })?;
-        }
+        crate::client::add_pem_roots(&mut roots, pem.as_bytes())
+            .map_err(|e| SsoError::new("sso_misconfigured", format!("the provider CA {e}")))?;
     }
     HttpsClient::new(roots, None, HTTP_TIMEOUT)
         .map(|c| c.with_max_body(MAX_RESPONSE))

@@ -86,6 +86,45 @@ pub struct Store {
     /// Counts committed write transactions outside the audit log, so readers can cache
     /// records and know when any of them may have changed.
     generation: Arc<std::sync::atomic::AtomicU64>,
+    writers: Arc<WriteQueue>,
+}
+
+/// Write transactions in the order they were asked for. redb hands its single write slot
+/// to whichever waiter gets there first, so a writer that comes straight back (the audit
+/// log's, which keeps its transaction open while a batch gathers) could take it again and
+/// again ahead of a request that is waiting.
+#[derive(Default)]
+struct WriteQueue {
+    /// (next ticket to hand out, ticket whose turn it is)
+    tickets: std::sync::Mutex<(u64, u64)>,
+    turn: std::sync::Condvar,
+}
+
+impl WriteQueue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (u64, u64)> {
+        // The counters stay consistent even if a holder panicked.
+        self.tickets.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits for this caller's turn; the turn passes on when the guard drops.
+    fn enter(&self) -> WriteTurn<'_> {
+        let mut t = self.lock();
+        let ticket = t.0;
+        t.0 += 1;
+        while t.1 != ticket {
+            t = self.turn.wait(t).unwrap_or_else(|e| e.into_inner());
+        }
+        WriteTurn(self)
+    }
+}
+
+struct WriteTurn<'a>(&'a WriteQueue);
+
+impl Drop for WriteTurn<'_> {
+    fn drop(&mut self) {
+        self.0.lock().1 += 1;
+        self.0.turn.notify_all();
+    }
 }
 
 impl std::fmt::Debug for Store {
@@ -126,6 +165,7 @@ impl Store {
             db: Arc::new(db),
             path: Arc::new(path),
             generation: Arc::default(),
+            writers: Arc::default(),
         };
         migrate::run(&store)?;
         Ok(store)
@@ -185,6 +225,7 @@ impl Store {
         &self,
         f: impl FnOnce(&WriteTransaction) -> Result<T>,
     ) -> Result<T> {
+        let _turn = self.writers.enter();
         let txn = self.db.begin_write()?;
         match f(&txn) {
             Ok(v) => {
@@ -232,4 +273,33 @@ pub(crate) fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>> {
 
 pub(crate) fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     Ok(serde_json::from_slice(bytes)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writers_take_turns_in_the_order_they_asked() {
+        let queue = Arc::new(WriteQueue::default());
+        let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let held = queue.enter();
+        let mut waiting = Vec::new();
+        for i in 0..4u64 {
+            let (q, o) = (queue.clone(), order.clone());
+            waiting.push(std::thread::spawn(move || {
+                let _turn = q.enter();
+                o.lock().unwrap().push(i);
+            }));
+            // The next one asks only after this one holds its ticket.
+            while queue.lock().0 < i + 2 {
+                std::thread::yield_now();
+            }
+        }
+        drop(held);
+        for w in waiting {
+            w.join().unwrap();
+        }
+        assert_eq!(*order.lock().unwrap(), [0, 1, 2, 3]);
+    }
 }

@@ -7,9 +7,9 @@ use redb::{ReadableTable, WriteTransaction};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::Result;
 use super::named::{self, write};
 use super::tables::SSO_IDENTITIES;
+use super::{Result, StoreError};
 use crate::domain::org::Group;
 use crate::domain::sso::{Assertion, SsoLink, SsoProvider};
 use crate::domain::user::{User, UserKind};
@@ -137,4 +137,19 @@ pub fn missing_groups(
         }
     }
     Ok(missing)
+}
+
+/// Fails unless every group `provider` maps to exists. Run inside the write that stores the
+/// provider: deleting a group checks the mappings in its own write, so whichever of the two
+/// comes second sees the other.
+pub fn check_mapped_groups(txn: &WriteTransaction, provider: &SsoProvider) -> Result<()> {
+    for m in &provider.group_mapping {
+        if write::by_name::<Group>(txn, &m.group)?.is_none() {
+            return Err(StoreError::InUse(format!(
+                "group {} no longer exists; the group mapping cannot name it",
+                m.group
+            )));
+        }
+    }
+    Ok(())
 }

@@ -71,6 +71,8 @@ fn console_in_chromium_admin_and_second_user_flows() {
     let shots = std::env::var_os("ZTKA_SCREENSHOTS_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_TARGET_TMPDIR")).join("console-screenshots"));
+    // Only this run's screenshots count: the directory outlives runs.
+    let started = std::time::SystemTime::now();
 
     let mut child = Command::new("node")
         .current_dir(&web)
@@ -162,7 +164,10 @@ fn console_in_chromium_admin_and_second_user_flows() {
             ] {
                 for scheme in ["light", "dark"] {
                     let f = shots.join(format!("{page}-{scheme}.png"));
-                    assert!(f.is_file(), "missing screenshot {}", f.display());
+                    let fresh = std::fs::metadata(&f)
+                        .and_then(|m| m.modified())
+                        .is_ok_and(|t| t >= started);
+                    assert!(fresh, "missing screenshot {}", f.display());
                 }
             }
         }

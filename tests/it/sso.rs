@@ -657,8 +657,16 @@ async fn sso_sign_in_creates_the_user_and_follows_the_providers_groups() {
     assert_eq!(s, 401, "disabling ends the session");
 
     // The secret is in neither the API, the audit log nor the database file.
-    let (_, providers) = t.admin.get("/api/v1/sso/providers").await;
-    let (_, export) = t.admin.get("/api/v1/audit/export").await;
+    let (s, providers) = t.admin.get("/api/v1/sso/providers").await;
+    assert_eq!(s, 200, "{providers}");
+    assert!(!providers["items"].as_array().unwrap().is_empty());
+    let (s, export) = t.admin.get("/api/v1/audit/export").await;
+    assert_eq!(s, 200);
+    assert!(
+        export
+            .as_str()
+            .is_some_and(|t| t.contains("auth.sso.login"))
+    );
     for text in [providers.to_string(), export.to_string()] {
         assert!(!text.contains(CLIENT_SECRET));
         assert!(!text.contains(&csrf));

@@ -5,14 +5,15 @@
 # one tunnel with the server's and the agent's memory.
 #
 # Usage: benches/relay.sh            (builds release binaries first)
-# Env:   DURATION (seconds per run, default 5), WATCHES (default 5000), PROFILE=DIR (perf
-#        profiles of server and agent under PROFILE_CLIENTS clients, default 64, instead;
-#        build with symbols, e.g.
+# Env:   DURATION (seconds per run, default 4), ROUNDS (rounds per client count, default 3),
+#        WATCHES (default 5000), SERVER_THREADS and AGENT_THREADS (see below), PROFILE=DIR
+#        (perf profiles of server and agent under PROFILE_CLIENTS clients, default 64,
+#        instead; build with symbols, e.g.
 #        CARGO_PROFILE_RELEASE_STRIP=false CARGO_PROFILE_RELEASE_DEBUG=line-tables-only
 #        CARGO_TARGET_DIR=target/profiling)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-duration="${DURATION:-5}"
+duration="${DURATION:-4}"
 watches="${WATCHES:-5000}"
 cargo build --release --locked -q --bin ztka -p ztka
 cargo build --release --locked -q -p kubesim --bins
@@ -35,11 +36,13 @@ k run x --image=busybox >/dev/null
 # ztka with a known admin password.
 port="$(free_port)"
 url="https://localhost:$port"
-# ZTKA_THREADS=N runs the server and the agent on N runtime worker threads (default: one per core).
-threads=()
-[ -n "${ZTKA_THREADS:-}" ] && threads=(env "TOKIO_WORKER_THREADS=$ZTKA_THREADS")
+# SERVER_THREADS=N / AGENT_THREADS=N: runtime worker threads (`--threads`; defaults: one per
+# core for the server, one for the agent).
+server_threads=() agent_threads=()
+[ -n "${SERVER_THREADS:-}" ] && server_threads=(--threads "$SERVER_THREADS")
+[ -n "${AGENT_THREADS:-}" ] && agent_threads=(--threads "$AGENT_THREADS")
 ZTKA_INITIAL_ADMIN_PASSWORD="benchmark-initial-pw" ZTKA_LOG=warn \
-  "${threads[@]}" "$bin/ztka" serve --data-dir "$tmp/data" --listen "127.0.0.1:$port" --external-url "$url" >"$tmp/ztka.out" 2>&1 &
+  "$bin/ztka" serve --data-dir "$tmp/data" --listen "127.0.0.1:$port" --external-url "$url" "${server_threads[@]}" >"$tmp/ztka.out" 2>&1 &
 ztka_pid=$!
 pids+=($ztka_pid)
 for _ in $(seq 100); do curl -sf --cacert "$tmp/data/ca.crt" "$url/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
@@ -67,8 +70,8 @@ k apply -f "$tmp/manifest.yaml" >/dev/null
 cp "$sim_kc" "$tmp/agent.kubeconfig"
 agent_token="$(k -n ztka-system create token ztka-agent --duration=24h)"
 kubectl --kubeconfig "$tmp/agent.kubeconfig" config set-credentials "$(kubectl --kubeconfig "$sim_kc" config view -o jsonpath='{.users[0].name}')" --token="$agent_token" >/dev/null
-ZTKA_LOG=warn "${threads[@]}" "$bin/ztka" agent --server "$url" --server-ca "$ca" --token-file "$tmp/token" \
-  --state-dir "$tmp/agent" --kubeconfig "$tmp/agent.kubeconfig" >"$tmp/agent.out" 2>&1 &
+ZTKA_LOG=warn "$bin/ztka" agent --server "$url" --server-ca "$ca" --token-file "$tmp/token" \
+  --state-dir "$tmp/agent" --kubeconfig "$tmp/agent.kubeconfig" "${agent_threads[@]}" >"$tmp/agent.out" 2>&1 &
 agent_pid=$!
 pids+=($agent_pid)
 for _ in $(seq 100); do
@@ -99,11 +102,46 @@ if [ -n "${PROFILE:-}" ]; then # PROFILE=DIR: perf profiles of server and agent 
   exit 0
 fi
 load() { "$bin/kubesim-load" --duration "$duration" --path "$path" "$@"; }
-echo "small GET ($path), $duration s per run"
+# The host's speed varies from minute to minute (other guests take CPU: see steal), so each
+# client count runs ROUNDS rounds of direct, proxy and ztka back to back, and the figures
+# are medians over the rounds; the ratio compares ztka with the proxy round by round.
+# Each ztka line also gives the server's and the agent's CPU time (user + system) per request.
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+steal() { awk '/^cpu / {print $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9}' /proc/stat; }
+hz="$(getconf CLK_TCK)"
+rounds="${ROUNDS:-3}"
+echo "small GET ($path), $rounds rounds of $duration s per client count"
 for c in 1 16 64; do
-  printf 'direct      %s\n' "$(load --kubeconfig "$sim_kc" --clients "$c")"
-  printf 'kubectl-proxy %s\n' "$(load --url "http://127.0.0.1:$proxy_port" --clients "$c")"
-  printf 'ztka        %s\n' "$(load --url "$url/k8s/sim" --ca-file "$ca" --cert-file "$tmp/user.crt" --key-file "$tmp/user.key" --clients "$c")"
+  : >"$tmp/runs"
+  read -r st0 all0 < <(steal)
+  for _ in $(seq "$rounds"); do
+    echo "direct $(load --kubeconfig "$sim_kc" --clients "$c")" >>"$tmp/runs"
+    echo "proxy $(load --url "http://127.0.0.1:$proxy_port" --clients "$c")" >>"$tmp/runs"
+    s0="$(ticks "$ztka_pid")" a0="$(ticks "$agent_pid")"
+    out="$(load --url "$url/k8s/sim" --ca-file "$ca" --cert-file "$tmp/user.crt" --key-file "$tmp/user.key" --clients "$c")"
+    echo "ztka $out server_ticks=$(($(ticks "$ztka_pid") - s0)) agent_ticks=$(($(ticks "$agent_pid") - a0))" >>"$tmp/runs"
+  done
+  read -r st1 all1 < <(steal)
+  python3 - "$tmp/runs" "$c" "$hz" "$((st1 - st0))" "$((all1 - all0))" <<'PY'
+import re, statistics, sys
+runs, clients, hz, steal, total = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+by = {}
+for line in open(runs):
+    name, rest = line.split(" ", 1)
+    field = lambda k: float(re.search(k + r"=([\d.]+)", rest).group(1))
+    by.setdefault(name, []).append({k: field(k) for k in ("requests", "rps", "p50", "p99")} | (
+        {"server": field("server_ticks"), "agent": field("agent_ticks")} if name == "ztka" else {}))
+med = lambda name, k: statistics.median(r[k] for r in by[name])
+print(f"{clients} clients (steal {100 * steal / max(total, 1):.0f} % of CPU time):")
+for name in ("direct", "proxy", "ztka"):
+    line = f"  {name:<7} {med(name, 'rps'):>7.0f} req/s  p50 {med(name, 'p50'):.2f} ms  p99 {med(name, 'p99'):.2f} ms"
+    if name == "ztka":
+        cpu = lambda k: 1e6 * sum(r[k] for r in by[name]) / hz / sum(r["requests"] for r in by[name])
+        line += f"  cpu/request: server {cpu('server'):.0f} us, agent {cpu('agent'):.0f} us"
+    print(line)
+ratios = sorted(z["rps"] / p["rps"] for z, p in zip(by["ztka"], by["proxy"]))
+print("  ztka / proxy by round: " + ", ".join(f"{100 * r:.0f} %" for r in ratios))
+PY
 done
 
 [ "$watches" -gt 0 ] || exit 0

@@ -157,6 +157,21 @@ pub async fn audit_stress_append(
     Ok(())
 }
 
+/// `stress-append --fast-only N`: appends `n` `Fast` events, prints the last seq, then holds
+/// the log open until killed. Nobody waits for those events, so they reach the disk by the
+/// writer's own sync within `fast_sync_interval`.
+pub async fn audit_stress_fast(data_dir: &Path, n: u64) -> Result<(), AdminError> {
+    let store = Store::open(data_dir)?;
+    let log = AuditLog::open_with(store, AuditOptions::default())?;
+    let mut last = 0;
+    for i in 0..n {
+        last = log.append(stress_event(0, i), Durability::Fast).await?.seq;
+    }
+    println!("{last}");
+    std::future::pending::<()>().await;
+    Ok(())
+}
+
 fn stress_event(writer: usize, i: u64) -> NewEvent {
     NewEvent {
         kind: EventKind::Kube,

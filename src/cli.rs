@@ -97,6 +97,10 @@ pub struct ServeArgs {
     /// Container image that cluster install manifests run as the agent.
     #[arg(long, env = "ZTKA_AGENT_IMAGE", value_name = "IMAGE")]
     pub agent_image: Option<String>,
+
+    /// Runtime worker threads (default: one per CPU core).
+    #[arg(long, env = "ZTKA_THREADS", value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub threads: Option<u16>,
 }
 
 #[derive(Debug, Clone, Default, Args)]
@@ -134,6 +138,12 @@ pub struct AgentArgs {
     /// Address for plain-HTTP /healthz and /readyz probes (off by default).
     #[arg(long, env = "ZTKA_HEALTH_LISTEN", value_name = "ADDR")]
     pub health_listen: Option<SocketAddr>,
+
+    /// Runtime worker threads (default 1). The tunnel is one connection, whose framing runs
+    /// on one thread whatever the count; a single worker spares every relayed request the
+    /// wake-ups between threads. Raise it for many busy exec or port-forward streams.
+    #[arg(long, env = "ZTKA_THREADS", value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub threads: Option<u16>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -317,6 +327,10 @@ pub struct StressAppendArgs {
     /// Stop after this many acknowledged events (default: until killed).
     #[arg(long)]
     pub count: Option<u64>,
+    /// Instead: append this many `Fast` events alone, print the last seq, then wait to be
+    /// killed (crash tests of the fast events' sync).
+    #[arg(long, conflicts_with = "count")]
+    pub fast_only: Option<u64>,
 }
 
 fn parse_time(s: &str) -> Result<time::OffsetDateTime, String> {

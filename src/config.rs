@@ -173,6 +173,8 @@ pub struct FileServer {
     pub initial_admin_password_file: Option<PathBuf>,
     pub shutdown_grace_secs: Option<u64>,
     pub handshake_timeout_secs: Option<u64>,
+    /// Runtime worker threads; read before the runtime starts (see `main`).
+    pub threads: Option<u16>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -24,8 +24,6 @@ pub struct ConnInfo {
     pub remote: SocketAddr,
     /// The client certificate, present only if it verified against ztka's CA.
     pub peer: Option<Arc<PeerCertificate>>,
-    /// The negotiated ALPN protocol.
-    pub alpn: Option<Vec<u8>>,
 }
 
 pub struct TlsServer {
@@ -95,11 +93,7 @@ async fn serve_connection(
                 None
             }
         });
-    let info = ConnInfo {
-        remote,
-        peer,
-        alpn: session.alpn_protocol().map(<[u8]>::to_vec),
-    };
+    let info = ConnInfo { remote, peer };
     let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         req.extensions_mut().insert(info.clone());
         app.clone().oneshot(req)

@@ -24,10 +24,20 @@ fn main() -> ExitCode {
         cli.log_format,
         cli.log_level.clone(),
     ));
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let threads = match &cli.command {
+        Command::Serve(args) => args.threads.or(file.server.threads),
+        Command::Agent(args) => Some(args.threads.unwrap_or(1)),
+        _ => None,
+    };
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    match threads {
+        Some(0) => return usage("server.threads must be at least 1"),
+        Some(n) => {
+            builder.worker_threads(n.into());
+        }
+        None => {}
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => return failure(format!("cannot start the async runtime: {e}")),
     };
@@ -195,6 +205,10 @@ async fn dispatch(command: Command, file: FileConfig) -> ExitCode {
                     println!("initial_admin_password = <set>");
                 }
                 println!("shutdown_grace_secs = {}", config.shutdown_grace.as_secs());
+                match args.threads.or(file.server.threads) {
+                    Some(n) => println!("threads = {n}"),
+                    None => println!("threads = {} (one per core)", available_cores()),
+                }
                 match config.audit.retention_max_age {
                     Some(age) => println!("audit.retention_days = {}", age.as_secs() / 86_400),
                     None => println!("audit.retention_days = 0 (keep forever)"),
@@ -295,14 +309,21 @@ async fn audit(command: AuditCommand, file: &FileConfig) -> ExitCode {
             }
         }
         AuditCommand::StressAppend(args) => {
-            match ztka::admin::audit_stress_append(&data_dir(&args.data), args.writers, args.count)
-                .await
-            {
+            let dir = data_dir(&args.data);
+            let run = match args.fast_only {
+                Some(n) => ztka::admin::audit_stress_fast(&dir, n).await,
+                None => ztka::admin::audit_stress_append(&dir, args.writers, args.count).await,
+            };
+            match run {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => admin_error(e),
             }
         }
     }
+}
+
+fn available_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 fn usage(message: impl std::fmt::Display) -> ExitCode {

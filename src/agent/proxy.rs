@@ -89,8 +89,13 @@ pub async fn kube_request(cluster: &Cluster, req: Request<Incoming>) -> Response
         Some(protocol) => upgrade_request(cluster, out, protocol, body).await,
         None => {
             let (p, ()) = out.into_parts();
+            let client = if is_streaming(p.uri.path(), p.uri.query()) {
+                &cluster.upstream.streaming
+            } else {
+                &cluster.upstream.client
+            };
             let req = Request::from_parts(p, Body::new(body));
-            match cluster.upstream.client.request(req).await {
+            match client.request(req).await {
                 Ok(res) => {
                     let (mut p, b) = res.into_parts();
                     p.headers.retain_hop_by_hop();
@@ -104,6 +109,20 @@ pub async fn kube_request(cluster: &Cluster, req: Request<Incoming>) -> Response
             }
         }
     }
+}
+
+/// Watches (`?watch=true`, or the older `/watch/` paths) and followed logs: requests whose
+/// answer lasts as long as the client wants.
+fn is_streaming(path: &str, query: Option<&str>) -> bool {
+    // Kubernetes reads these flags as Go's strconv.ParseBool does.
+    let truthy = |v: &str| matches!(v, "1" | "t" | "T" | "true" | "TRUE" | "True");
+    let flagged = query.is_some_and(|q| {
+        q.split('&').any(|pair| match pair.split_once('=') {
+            Some(("watch" | "follow", v)) => truthy(v),
+            _ => false,
+        })
+    });
+    flagged || path.split('/').any(|segment| segment == "watch")
 }
 
 trait RetainHopByHop {
@@ -230,5 +249,43 @@ pub async fn user_access(cluster: &Cluster, user: &str, req: Request<Incoming>) 
             res
         }
         Err(e) => status(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_streaming;
+
+    #[test]
+    fn watches_and_followed_logs_are_streams_and_the_rest_is_not() {
+        for (path, query) in [
+            ("/api/v1/namespaces/a/pods", Some("watch=true")),
+            (
+                "/api/v1/pods",
+                Some("resourceVersion=5&watch=1&timeoutSeconds=30"),
+            ),
+            ("/apis/apps/v1/watch/namespaces/a/deployments", None),
+            (
+                "/api/v1/namespaces/a/pods/x/log",
+                Some("container=c&follow=true"),
+            ),
+        ] {
+            assert!(is_streaming(path, query), "{path}?{query:?}");
+        }
+        for (path, query) in [
+            ("/api/v1/namespaces/a/pods", None),
+            ("/api/v1/namespaces/a/pods", Some("watch=false")),
+            (
+                "/api/v1/namespaces/a/pods/x/log",
+                Some("follow=false&tailLines=10"),
+            ),
+            (
+                "/api/v1/namespaces/watchers/pods",
+                Some("labelSelector=watch%3Dtrue"),
+            ),
+            ("/api/v1/namespaces/a/configmaps/watch-list", None),
+        ] {
+            assert!(!is_streaming(path, query), "{path}?{query:?}");
+        }
     }
 }

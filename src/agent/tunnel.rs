@@ -85,7 +85,7 @@ pub async fn run_once(
         .max_concurrent_streams(10_000)
         .initial_stream_window_size(1 << 20)
         .initial_connection_window_size(4 << 20)
-        .serve_connection(upgraded, service);
+        .serve_connection(crate::tunnel::coalesce::Coalesce::new(upgraded), service);
     tokio::pin!(conn);
     let ended = tokio::select! {
         r = conn.as_mut() => match r {

@@ -1,29 +1,43 @@
-//! HTTPS to the kube-apiserver with credentials chosen per request: a pooled HTTP/1.1
-//! client for ordinary requests and one-off connections for upgrades (exec, attach,
-//! port-forward), which cannot share a pooled connection.
+//! HTTPS to the kube-apiserver with credentials chosen per request. Ordinary requests share
+//! a multiplexed HTTP/2 connection when the API server offers HTTP/2 (it does; HTTP/1.1
+//! otherwise), so many requests in flight cost few writes and reads. Watches and followed
+//! logs get a pooled HTTP/1.1 connection each: they would hold HTTP/2 streams for as long
+//! as they run and queue behind the connection's stream limit. Upgrades (exec, attach,
+//! port-forward) dial a connection of their own, which they cannot share.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use axum::body::Body;
 use hyper::Uri;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::{Connected, Connection};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls_pki_types::{CertificateDer, ServerName};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use super::AgentError;
+use crate::tunnel::coalesce::Coalesce;
 
-/// A TLS connection to the API server.
-pub struct Stream(TokioIo<tokio_rustls::client::TlsStream<TcpStream>>);
+/// A TLS connection to the API server. Writes on an HTTP/2 connection are coalesced (see
+/// [`Coalesce`]); an HTTP/1.1 connection carries one request at a time, so nothing would
+/// join its writes.
+pub struct Stream {
+    io: Coalesce<TokioIo<tokio_rustls::client::TlsStream<TcpStream>>>,
+    h2: bool,
+}
 
 impl Connection for Stream {
     fn connected(&self) -> Connected {
-        Connected::new()
+        if self.h2 {
+            Connected::new().negotiated_h2()
+        } else {
+            Connected::new()
+        }
     }
 }
 
@@ -33,7 +47,7 @@ impl hyper::rt::Read for Stream {
         cx: &mut Context<'_>,
         buf: hyper::rt::ReadBufCursor<'_>,
     ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_read(cx, buf)
+        Pin::new(&mut self.io).poll_read(cx, buf)
     }
 }
 
@@ -43,17 +57,18 @@ impl hyper::rt::Write for Stream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
+        Pin::new(&mut self.io).poll_write(cx, buf)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
+        Pin::new(&mut self.io).poll_flush(cx)
     }
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_shutdown(cx)
+        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 
-/// Dials the API server; the pooled client calls it for new connections.
+/// Dials the API server; the pooled clients call it for new connections. It offers HTTP/2
+/// (ALPN) only when `tls` lists it.
 #[derive(Clone)]
 pub struct Connector {
     tls: Arc<rustls::ClientConfig>,
@@ -69,7 +84,26 @@ impl Connector {
         let tls = TlsConnector::from(self.tls.clone())
             .connect(self.server_name.clone(), tcp)
             .await?;
-        Ok(Stream(TokioIo::new(tls)))
+        let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+        let io = TokioIo::new(tls);
+        Ok(Stream {
+            io: if h2 {
+                Coalesce::new(io)
+            } else {
+                Coalesce::passthrough(io)
+            },
+            h2,
+        })
+    }
+
+    /// The same API server, offering HTTP/2 first.
+    fn offering_h2(&self) -> Self {
+        let mut tls = (*self.tls).clone();
+        tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Self {
+            tls: Arc::new(tls),
+            ..self.clone()
+        }
     }
 }
 
@@ -91,8 +125,12 @@ impl tower::Service<Uri> for Connector {
 pub struct Upstream {
     /// `https://host:port` plus any path prefix of the API server, without a trailing slash.
     pub base: String,
+    /// HTTP/1.1 connections of their own, for upgrades.
     pub connector: Connector,
+    /// Ordinary requests: HTTP/2 when the API server offers it.
     pub client: Client<Connector, Body>,
+    /// Watches and followed logs: an HTTP/1.1 connection each.
+    pub streaming: Client<Connector, Body>,
 }
 
 impl Upstream {
@@ -142,6 +180,16 @@ impl Upstream {
             server_name,
         };
         let client = Client::builder(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            .pool_max_idle_per_host(256)
+            .http2_initial_stream_window_size(1 << 20)
+            .http2_initial_connection_window_size(8 << 20)
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .http2_keep_alive_timeout(Duration::from_secs(20))
+            .build(connector.offering_h2());
+        let streaming = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
             .pool_max_idle_per_host(256)
             .build(connector.clone());
         let base = url.to_string().trim_end_matches('/').to_owned();
@@ -149,6 +197,7 @@ impl Upstream {
             base,
             connector,
             client,
+            streaming,
         })
     }
 }

@@ -3,7 +3,9 @@
 //! Appends are sequenced and hashed under a short lock (so `Fast` can hand back the receipt
 //! at once), then queued to one writer thread. The writer gathers whatever is queued (waiting
 //! at most `group_commit_wait` for more) and commits it as one redb transaction; `Durable`
-//! callers are woken only after that commit. Queue space is a semaphore released after the
+//! callers are woken only after that commit. A batch of `Fast` events alone gathers for
+//! `fast_commit_wait` without waking the writer per event; a durable append, a flush or a
+//! sweep cuts that wait short. Queue space is a semaphore released after the
 //! commit, so a stalled disk pushes back on callers instead of growing memory. Dropping the
 //! last handle (or [`AuditLog::close`]) lets the writer commit what is queued and stop.
 
@@ -56,6 +58,17 @@ pub struct AuditOptions {
     pub sweep_interval: Duration,
     /// How long the writer waits for more events before committing a batch.
     pub group_commit_wait: Duration,
+    /// How long a batch that only `Fast` events wait for gathers before it is committed.
+    /// Nobody waits for it, so it may be long: one commit then carries many events, and
+    /// appends do not wake the writer. A durable append, flush, sweep or shutdown ends the
+    /// wait at once, so it never delays them, and reads of the log (recorded durably)
+    /// always see the events appended before them.
+    pub fast_commit_wait: Duration,
+    /// Batches that only `Fast` events wait for are committed without syncing the disk
+    /// until this long after the first such commit; then one is synced (or, when appends
+    /// pause, an empty commit is). A crash (power loss, SIGKILL) loses at most this much of
+    /// the fast events; durable appends and everything before them are always synced.
+    pub fast_sync_interval: Duration,
     /// Most events in one transaction.
     pub max_batch: usize,
     /// Events queued but not yet committed before `append` waits for room.
@@ -78,6 +91,8 @@ impl Default for AuditOptions {
             retention_max_events: None,
             sweep_interval: Duration::from_secs(3600),
             group_commit_wait: Duration::from_millis(2),
+            fast_commit_wait: Duration::from_millis(20),
+            fast_sync_interval: Duration::from_millis(200),
             max_batch: 8192,
             queue_capacity: 65_536,
             index_every: 2048,
@@ -117,6 +132,23 @@ struct Inner {
     permits: Arc<Semaphore>,
     closing: Arc<AtomicBool>,
     writer: Mutex<Option<JoinHandle<()>>>,
+    /// Ends the writer's wait on a fast-only batch (see [`Wake`]).
+    wake: Wake,
+}
+
+/// How a durable append, flush, sweep or shutdown ends the writer's wait on a batch of fast
+/// events ([`Writer::wait_for_fast`]): a flag, which tells the writer a real call from a
+/// spurious wake-up, then an unpark.
+struct Wake {
+    urgent: Arc<AtomicBool>,
+    writer: std::thread::Thread,
+}
+
+impl Wake {
+    fn now(&self) {
+        self.urgent.store(true, Ordering::Release);
+        self.writer.unpark();
+    }
 }
 
 impl Inner {
@@ -128,13 +160,16 @@ impl Inner {
     fn send(&self, msg: Msg) -> Result<(), AuditError> {
         let chain = self.chain();
         let tx = chain.tx.as_ref().ok_or(AuditError::Closed)?;
-        tx.send(msg).map_err(|_| AuditError::Closed)
+        tx.send(msg).map_err(|_| AuditError::Closed)?;
+        self.wake.now();
+        Ok(())
     }
 
     /// Stops accepting events and waits until the writer has committed the queue.
     fn shut_down(&self) {
         self.closing.store(true, Ordering::SeqCst);
         drop(self.chain().tx.take());
+        self.wake.now();
         let handle = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(h) = handle
             && h.join().is_err()
@@ -187,13 +222,16 @@ impl AuditLog {
         }
         let (tx, rx) = mpsc::channel();
         let closing = Arc::new(AtomicBool::new(false));
+        let urgent = Arc::new(AtomicBool::new(false));
         let writer = Writer {
             store: store.clone(),
             rx,
             options: options.clone(),
             closing: closing.clone(),
+            urgent: urgent.clone(),
             unindexed: Vec::new(),
             callers: RecentMax::default(),
+            unsynced_since: None,
         };
         let handle = std::thread::Builder::new()
             .name("ztka-audit-writer".into())
@@ -210,6 +248,10 @@ impl AuditLog {
                 }),
                 permits: Arc::new(Semaphore::new(options.queue_capacity.max(1))),
                 closing,
+                wake: Wake {
+                    urgent,
+                    writer: handle.thread().clone(),
+                },
                 writer: Mutex::new(Some(handle)),
             }),
         })
@@ -270,6 +312,7 @@ impl AuditLog {
             receipt
         };
         if let Some(rx) = committed {
+            self.inner.wake.now();
             rx.await.map_err(|_| AuditError::Closed)??;
         }
         Ok(receipt)
@@ -422,10 +465,14 @@ struct Writer {
     rx: mpsc::Receiver<Msg>,
     options: AuditOptions,
     closing: Arc<AtomicBool>,
+    /// Set (with an unpark) when a fast-only batch should stop waiting: see [`Wake`].
+    urgent: Arc<AtomicBool>,
     /// Committed events not yet in the posting lists (seq and index keys, ascending).
     unindexed: Vec<(u64, Vec<String>)>,
     /// How many durable callers recent batches carried: see [`Writer::gather`].
     callers: RecentMax,
+    /// When the oldest commit not yet synced to disk was made.
+    unsynced_since: Option<Instant>,
 }
 
 /// The largest count seen in the last [`RecentMax::SPAN`] batches (approximately: a
@@ -499,11 +546,15 @@ impl Writer {
                     }
                 };
             }
-            // Wake for the next sweep, or to index the tail once appends pause.
+            // Wake for the next sweep, to index the tail once appends pause, or to sync
+            // the fast events' commits.
             let mut wake = self.retention_enabled().then_some(next_sweep);
+            let mut wake_by = |at: Instant| wake = Some(wake.map_or(at, |w| w.min(at)));
             if !self.unindexed.is_empty() {
-                let idle = Instant::now() + self.options.index_idle;
-                wake = Some(wake.map_or(idle, |w| w.min(idle)));
+                wake_by(Instant::now() + self.options.index_idle);
+            }
+            if let Some(since) = self.unsynced_since {
+                wake_by(since + self.options.fast_sync_interval);
             }
             let received = match wake {
                 Some(at) => self
@@ -515,39 +566,75 @@ impl Writer {
                 Ok(m) => m,
                 Err(RecvTimeoutError::Timeout) => {
                     // A failure is logged; the tail stays queued for the next attempt.
-                    let _ = self.index_unindexed();
+                    let _ = self.settle();
                     continue;
                 }
                 Err(RecvTimeoutError::Disconnected) => break,
             };
-            let deadline = Instant::now() + self.options.group_commit_wait;
-            if self.callers.max == 0 && !self.closing.load(Ordering::Relaxed) {
+            let fast = matches!(first, Msg::Append { done: None, .. });
+            if fast && self.callers.max == 0 {
                 // No durable caller is expected, so nobody waits for this batch: let it
                 // gather before taking the database's only write slot. Appenders meanwhile
                 // find no receiver to wake, which spares every fast append a wake-up of
                 // this thread.
-                std::thread::sleep(self.options.group_commit_wait);
+                self.wait_for_fast(Instant::now() + self.options.fast_commit_wait);
             }
+            // Whoever asked for a batch before this point is queued, and this batch takes
+            // what is queued; a later call is seen by the next wait.
+            self.urgent.swap(false, Ordering::AcqRel);
+            let deadline = Instant::now() + self.options.group_commit_wait;
             let mut batch = Batch::default();
             let mut disconnected = false;
             // Otherwise the transaction is open while the batch gathers: each event is
             // stored as it arrives, overlapping the appenders that are still sealing theirs.
-            let written = self.store.write_log_blocking(|txn| {
+            let written = self.store.write_log_with_durability_blocking(|txn| {
                 let mut appender = crate::store::audit::Appender::open(txn)?;
                 disconnected = self.gather(first, deadline, &mut batch, &mut appender)?;
                 appender.finish(txn)?;
                 if self.index_now(&batch) {
                     self.write_index(txn, &batch.events)?;
                 }
-                Ok(())
+                let durability = self.durability(&batch);
+                Ok((durability, durability))
             });
             self.commit(batch, written);
             if disconnected {
                 break;
             }
         }
-        // Not needed for correctness (opening indexes the tail), but spares the next start.
-        let _ = self.index_unindexed();
+        // Syncs the last fast events; the indexing is not needed for correctness (opening
+        // indexes the tail), but spares the next start.
+        let _ = self.settle();
+    }
+
+    /// Whether the batch's commit syncs the disk: when someone waits for it or stops the
+    /// log, and once the oldest unsynced commit is `fast_sync_interval` old.
+    fn durability(&self, batch: &Batch) -> redb::Durability {
+        let someone_waits =
+            !batch.waiters.is_empty() || !batch.flushes.is_empty() || !batch.sweeps.is_empty();
+        let due = self
+            .unsynced_since
+            .is_some_and(|t| t.elapsed() >= self.options.fast_sync_interval);
+        if someone_waits || due || self.closing.load(Ordering::Relaxed) {
+            redb::Durability::Immediate
+        } else {
+            redb::Durability::None
+        }
+    }
+
+    /// Parks until `until`, or until a durable append, flush, sweep or shutdown asks for the
+    /// batch ([`Wake::now`]).
+    fn wait_for_fast(&self, until: Instant) {
+        loop {
+            if self.urgent.swap(false, Ordering::AcqRel) || self.closing.load(Ordering::Relaxed) {
+                return;
+            }
+            let now = Instant::now();
+            if now >= until {
+                return;
+            }
+            std::thread::park_timeout(until - now);
+        }
     }
 
     /// Takes `first` and the queued messages into the batch until it is full or `deadline`
@@ -605,7 +692,7 @@ impl Writer {
     /// events are committed: they already have their place in the chain, so dropping them
     /// would break it. Durable callers hear about each failed attempt; the held queue
     /// permits make further appends wait rather than go unrecorded.
-    fn commit(&mut self, mut batch: Batch, written: StoreResult<()>) {
+    fn commit(&mut self, mut batch: Batch, written: StoreResult<redb::Durability>) {
         // Before a failed attempt drains the waiters.
         self.callers.record(batch.waiters.len());
         let index_now = self.index_now(&batch);
@@ -614,7 +701,14 @@ impl Writer {
         let mut result = written;
         loop {
             match result {
-                Ok(()) => break,
+                Ok(redb::Durability::Immediate) => {
+                    self.unsynced_since = None;
+                    break;
+                }
+                Ok(_) => {
+                    self.unsynced_since.get_or_insert_with(Instant::now);
+                    break;
+                }
                 Err(e) => {
                     attempts += 1;
                     tracing::error!(error = %e, events = batch.events.len(), attempts, "cannot commit audit events; retrying");
@@ -640,7 +734,7 @@ impl Writer {
                 if index_now {
                     self.write_index(txn, &batch.events)?;
                 }
-                Ok(())
+                Ok(redb::Durability::Immediate)
             });
         }
         if index_now {
@@ -685,17 +779,21 @@ impl Writer {
         crate::store::audit::index_batch(txn, tail.chain(new), through)
     }
 
-    /// Indexes the tail in a transaction of its own (the writer is idle or stopping). On
-    /// failure the tail stays queued; opening the log indexes whatever is left.
-    fn index_unindexed(&mut self) -> StoreResult<()> {
-        if self.unindexed.is_empty() {
+    /// Indexes the tail and syncs every commit, in a durable transaction of its own (the
+    /// writer is idle, sweeping or stopping). On failure the tail stays queued; opening the
+    /// log indexes whatever is left.
+    fn settle(&mut self) -> StoreResult<()> {
+        if self.unindexed.is_empty() && self.unsynced_since.is_none() {
             return Ok(());
         }
         let result = self
             .store
             .write_log_blocking(|txn| self.write_index(txn, &[]));
         match &result {
-            Ok(()) => self.unindexed.clear(),
+            Ok(()) => {
+                self.unindexed.clear();
+                self.unsynced_since = None;
+            }
             Err(e) => tracing::error!(error = %e, "cannot index audit events; retrying later"),
         }
         result
@@ -704,7 +802,7 @@ impl Writer {
     /// Removes at most [`SWEEP_BUDGET`] events beyond the retention limits.
     fn sweep_step(&mut self) -> Result<u64, StoreError> {
         // Index entries are removed along with their events: the tail must have them first.
-        self.index_unindexed()?;
+        self.settle()?;
         // An age too large to subtract from now keeps everything.
         let cutoff = self.options.retention_max_age.and_then(|age| {
             let age = time::Duration::try_from(age).ok()?;

@@ -466,6 +466,75 @@ async fn audit_fast_events_are_committed_when_the_log_is_dropped() {
     ));
 }
 
+/// A batch of fast events waits for `fast_commit_wait`, but a durable append, a flush or a
+/// shutdown ends that wait: with an hour-long window they all return, and take every fast
+/// event queued before them along.
+#[tokio::test]
+async fn audit_fast_batch_wait_is_ended_by_durable_appends_flushes_and_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = AuditOptions {
+        fast_commit_wait: Duration::from_secs(3600),
+        ..no_retention()
+    };
+    let stored = |store: &Store| store.read_blocking(crate::store::audit::count).unwrap();
+    fn within<F: std::future::Future>(f: F) -> tokio::time::Timeout<F> {
+        tokio::time::timeout(Duration::from_secs(30), f)
+    }
+    {
+        let (store, log) = open(dir.path(), options.clone());
+        let fast = log.append(varied(0), Durability::Fast).await.unwrap();
+        // The writer is now waiting on a batch nobody waits for.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(
+            stored(&store),
+            0,
+            "a fast-only batch is held for its window"
+        );
+        let durable = within(log.append(varied(1), Durability::Durable))
+            .await
+            .expect("a durable append ends the wait")
+            .unwrap();
+        assert_eq!((fast.seq, durable.seq), (1, 2));
+        assert_eq!(
+            stored(&store),
+            2,
+            "the fast event went with the durable one"
+        );
+        // The writer saw a durable caller; let that pass out of its recent batches.
+        for i in 0..20 {
+            log.append(varied(i), Durability::Fast).await.unwrap();
+            within(log.flush())
+                .await
+                .expect("a flush ends the wait")
+                .unwrap();
+        }
+        assert_eq!(stored(&store), 22);
+        log.append(varied(2), Durability::Fast).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        within(log.close())
+            .await
+            .expect("shutdown ends the wait")
+            .unwrap();
+        assert_eq!(stored(&store), 23, "shutdown commits the held batch");
+    }
+    // A short window commits fast events on its own.
+    let options = AuditOptions {
+        fast_commit_wait: Duration::from_millis(20),
+        ..no_retention()
+    };
+    let (store, log) = open(dir.path(), options);
+    log.append(varied(3), Durability::Fast).await.unwrap();
+    let start = std::time::Instant::now();
+    while stored(&store) < 24 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "a fast event was never committed"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(log.verify().await.unwrap().is_intact());
+}
+
 #[tokio::test]
 async fn audit_retention_by_count_keeps_the_chain_verifiable() {
     let dir = tempfile::tempdir().unwrap();

@@ -225,10 +225,25 @@ impl Store {
         &self,
         f: impl FnOnce(&WriteTransaction) -> Result<T>,
     ) -> Result<T> {
+        self.write_log_with_durability_blocking(|txn| Ok((f(txn)?, redb::Durability::Immediate)))
+    }
+
+    /// [`Store::write_log_blocking`] with the commit's durability chosen by `f` once it has
+    /// written. A [`redb::Durability::None`] commit is visible at once but reaches the disk
+    /// only with the next durable commit (of any writer); a crash before that loses it.
+    pub fn write_log_with_durability_blocking<T>(
+        &self,
+        f: impl FnOnce(&WriteTransaction) -> Result<(T, redb::Durability)>,
+    ) -> Result<T> {
         let _turn = self.writers.enter();
-        let txn = self.db.begin_write()?;
+        let mut txn = self.db.begin_write()?;
         match f(&txn) {
-            Ok(v) => {
+            Ok((v, durability)) => {
+                if let Err(e) = txn.set_durability(durability) {
+                    // Only a mode that shares the file between processes refuses it; then
+                    // the commit is simply durable.
+                    tracing::debug!(error = %e, "commit stays durable");
+                }
                 txn.commit()?;
                 Ok(v)
             }

@@ -50,7 +50,7 @@ pub async fn run(state: AppState, owner: TunnelOwner, upgrade: OnUpgrade) {
         .max_concurrent_reset_streams(1024)
         .initial_stream_window_size(1 << 20)
         .initial_connection_window_size(4 << 20)
-        .handshake::<_, Body>(io)
+        .handshake::<_, Body>(super::coalesce::Coalesce::new(io))
         .await;
     let (sender, conn) = match handshake {
         Ok(pair) => pair,

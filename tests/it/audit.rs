@@ -221,6 +221,41 @@ async fn audit_cli_refuses_a_database_in_use_or_missing() {
     assert!(text(&out.stderr).contains("holds no ztka database"));
 }
 
+/// `ztka admin audit stress-append ARGS --data-dir DATA`, its output piped.
+fn stress_append(args: &[&str], data: &Path) -> std::process::Child {
+    ztka()
+        .args(["admin", "audit", "stress-append"])
+        .args(args)
+        .arg("--data-dir")
+        .arg(data)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// Fast events alone are committed without a sync, but the writer syncs them within
+/// `fast_sync_interval` (200 ms): killed a second later, the process has lost none.
+#[test]
+fn audit_fast_events_alone_reach_the_disk_before_a_later_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut child = stress_append(&["--fast-only", "500"], &data);
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "500", "the last fast event's seq");
+    std::thread::sleep(Duration::from_secs(1));
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let store = Store::open(&data).unwrap();
+    match ztka::audit::verify_store(&store).unwrap() {
+        VerifyReport::Intact { count, .. } => assert_eq!(count, 500),
+        report => panic!("{report}"),
+    }
+}
+
 #[test]
 fn audit_survives_sigkill_at_random_moments() {
     let dir = tempfile::tempdir().unwrap();
@@ -228,20 +263,7 @@ fn audit_survives_sigkill_at_random_moments() {
     let mut acked: Vec<u64> = Vec::new();
     let rounds = 24;
     for round in 0..rounds {
-        let mut child = ztka()
-            .args([
-                "admin",
-                "audit",
-                "stress-append",
-                "--writers",
-                "8",
-                "--data-dir",
-            ])
-            .arg(&data)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = stress_append(&["--writers", "8"], &data);
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel::<u64>();
         let reader = std::thread::spawn(move || {

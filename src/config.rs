@@ -287,6 +287,8 @@ pub struct ServeConfig {
 
 impl ServeConfig {
     pub fn resolve(file: &FileConfig, args: &ServeArgs) -> Result<Self, ConfigError> {
+        // Used before the runtime starts (`main`); checked here too, for `config check`.
+        serve_threads(file, args)?;
         let data_dir = resolve_data_dir(file, args.data.data_dir.as_ref());
         let listen_raw = args
             .listen
@@ -348,6 +350,18 @@ impl ServeConfig {
             audit: file.audit.options(),
             agents: file.agents.options(args.agent_image.as_deref())?,
         })
+    }
+}
+
+/// The server's runtime worker count: `--threads`/`ZTKA_THREADS` (checked by clap), else
+/// `[server] threads`; `None` leaves one per core. Read before the runtime starts.
+pub fn serve_threads(file: &FileConfig, args: &ServeArgs) -> Result<Option<u16>, ConfigError> {
+    match args.threads.or(file.server.threads) {
+        Some(0) => Err(ConfigError::Invalid {
+            key: "server.threads",
+            message: "must be at least 1".into(),
+        }),
+        n => Ok(n),
     }
 }
 
@@ -426,6 +440,22 @@ mod tests {
         assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
         assert_eq!(c.external_url.url, DEFAULT_EXTERNAL_URL);
         assert_eq!(c.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
+    }
+
+    #[test]
+    fn server_threads_come_from_the_flag_then_the_file_and_zero_is_refused() {
+        let file: FileConfig = toml::from_str("[server]\nthreads = 3\n").unwrap();
+        let mut args = ServeArgs::default();
+        assert_eq!(serve_threads(&file, &args).unwrap(), Some(3));
+        args.threads = Some(1);
+        assert_eq!(serve_threads(&file, &args).unwrap(), Some(1));
+        let zero: FileConfig = toml::from_str("[server]\nthreads = 0\n").unwrap();
+        let err = ServeConfig::resolve(&zero, &ServeArgs::default()).unwrap_err();
+        assert!(err.to_string().contains("server.threads"), "{err}");
+        assert_eq!(
+            serve_threads(&FileConfig::default(), &ServeArgs::default()).unwrap(),
+            None
+        );
     }
 
     #[test]

@@ -25,17 +25,17 @@ fn main() -> ExitCode {
         cli.log_level.clone(),
     ));
     let threads = match &cli.command {
-        Command::Serve(args) => args.threads.or(file.server.threads),
-        Command::Agent(args) => Some(args.threads.unwrap_or(1)),
-        _ => None,
+        Command::Serve(args) => ztka::config::serve_threads(&file, args),
+        Command::Agent(args) => Ok(Some(args.threads.unwrap_or(1))),
+        _ => Ok(None),
     };
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     match threads {
-        Some(0) => return usage("server.threads must be at least 1"),
-        Some(n) => {
+        Ok(Some(n)) => {
             builder.worker_threads(n.into());
         }
-        None => {}
+        Ok(None) => {}
+        Err(e) => return usage(e),
     }
     let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
@@ -205,7 +205,7 @@ async fn dispatch(command: Command, file: FileConfig) -> ExitCode {
                     println!("initial_admin_password = <set>");
                 }
                 println!("shutdown_grace_secs = {}", config.shutdown_grace.as_secs());
-                match args.threads.or(file.server.threads) {
+                match ztka::config::serve_threads(&file, &args).ok().flatten() {
                     Some(n) => println!("threads = {n}"),
                     None => println!("threads = {} (one per core)", available_cores()),
                 }

@@ -114,15 +114,9 @@ pub async fn kube_request(cluster: &Cluster, req: Request<Incoming>) -> Response
 /// Watches (`?watch=true`, or the older `/watch/` paths) and followed logs: requests whose
 /// answer lasts as long as the client wants.
 fn is_streaming(path: &str, query: Option<&str>) -> bool {
-    // Kubernetes reads these flags as Go's strconv.ParseBool does.
-    let truthy = |v: &str| matches!(v, "1" | "t" | "T" | "true" | "TRUE" | "True");
-    let flagged = query.is_some_and(|q| {
-        q.split('&').any(|pair| match pair.split_once('=') {
-            Some(("watch" | "follow", v)) => truthy(v),
-            _ => false,
-        })
-    });
-    flagged || path.split('/').any(|segment| segment == "watch")
+    crate::tunnel::query_flag(query, "watch")
+        || crate::tunnel::query_flag(query, "follow")
+        || path.split('/').any(|segment| segment == "watch")
 }
 
 trait RetainHopByHop {

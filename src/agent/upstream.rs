@@ -27,13 +27,13 @@ use crate::tunnel::coalesce::Coalesce;
 /// [`Coalesce`]); an HTTP/1.1 connection carries one request at a time, so nothing would
 /// join its writes.
 pub struct Stream {
+    /// Holds writes exactly when the connection negotiated HTTP/2.
     io: Coalesce<TokioIo<tokio_rustls::client::TlsStream<TcpStream>>>,
-    h2: bool,
 }
 
 impl Connection for Stream {
     fn connected(&self) -> Connected {
-        if self.h2 {
+        if self.io.holds() {
             Connected::new().negotiated_h2()
         } else {
             Connected::new()
@@ -92,7 +92,6 @@ impl Connector {
             } else {
                 Coalesce::passthrough(io)
             },
-            h2,
         })
     }
 

@@ -54,10 +54,7 @@ impl RequestInfo {
         } else {
             (resource, name)
         };
-        let watch = query.is_some_and(|q| {
-            q.split('&')
-                .any(|kv| kv == "watch=true" || kv == "watch=1" || kv == "watch")
-        });
+        let watch = crate::tunnel::query_flag(query, "watch");
         let verb = match (method, name.is_empty()) {
             ("GET" | "HEAD", _) if watch => "watch",
             ("GET" | "HEAD", true) => "list",

@@ -1,6 +1,7 @@
-//! Write coalescing for the tunnel connection. HTTP/2 flushes after every turn of its
-//! connection task, and on a busy tunnel each answer wakes that task on its own, so without
-//! help every response (or request) costs one TLS record and one `writev`. [`Coalesce`]
+//! Write coalescing for HTTP/2 connections: both ends of the tunnel and the agent's
+//! connection to the API server. HTTP/2 flushes after every turn of its connection task, and
+//! on a busy connection each answer wakes that task on its own, so without help every
+//! response (or request) costs one TLS record and one `writev`. [`Coalesce`]
 //! holds what was written until the connection task has let every other ready task run
 //! once: the frames those tasks produce in the meantime go out in the same write. On an idle
 //! tunnel the wait is one trip through the scheduler's queue.
@@ -44,6 +45,11 @@ impl<T> Coalesce<T> {
             sent: 0,
             yielded: false,
         }
+    }
+
+    /// Whether writes are held (made by [`Coalesce::new`]).
+    pub fn holds(&self) -> bool {
+        self.holds
     }
 }
 

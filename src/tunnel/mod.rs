@@ -137,6 +137,19 @@ pub fn is_hop_by_hop(name: &str) -> bool {
     ) || name.starts_with("x-ztka-")
 }
 
+/// Whether a Kubernetes query sets the boolean parameter `name` (`watch`, `follow`): bare, or
+/// with a value Go's `strconv.ParseBool` reads as true, as the API server decodes it.
+pub fn query_flag(query: Option<&str>, name: &str) -> bool {
+    query.is_some_and(|q| {
+        q.split('&').any(|pair| match pair.split_once('=') {
+            Some((key, value)) => {
+                key == name && matches!(value, "1" | "t" | "T" | "true" | "TRUE" | "True")
+            }
+            None => pair == name,
+        })
+    })
+}
+
 /// Request headers that never travel from a client towards the API server: hop-by-hop
 /// ones, any credential or identity a client could claim, and `Host`. The relay removes
 /// them from kubectl's request; the agent removes them again before the API server.

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The relay against its baselines, in one run on one machine: requests/s and p50/p99 for a
 # small GET at 1, 16 and 64 clients — direct to the Kubernetes API simulator, through
-# `kubectl proxy`, and through ztka (relay + tunnel + agent) — then 5,000 watches held through
-# one tunnel with the server's and the agent's memory.
+# `kubectl proxy`, and through ztka (relay + tunnel + agent), all three as the same user's
+# service account — then 5,000 watches held through one tunnel with the server's and the
+# agent's memory.
 #
 # Usage: benches/relay.sh            (builds release binaries first)
 # Env:   DURATION (seconds per run, default 4), ROUNDS (rounds per client count, default 3),
@@ -83,10 +84,18 @@ kubectl --kubeconfig "$tmp/user.kubeconfig" config view --raw -o jsonpath='{.use
 kubectl --kubeconfig "$tmp/user.kubeconfig" config view --raw -o jsonpath='{.users[0].user.client-key-data}' | base64 -d >"$tmp/user.key"
 # Warm the user's service account and token.
 kubectl --kubeconfig "$tmp/user.kubeconfig" get pods >/dev/null
+# The baselines run as that same service account (a token from TokenRequest), so the API
+# server authenticates and authorizes the same identity on every path and the figures
+# differ only by the hops. (The simulator's admin token skips RBAC: ~15 us less per request.)
+user_sa="$(k -n ztka-system get sa -l ztka.dev/user -o jsonpath='{.items[0].metadata.name}')"
+cp "$sim_kc" "$tmp/sa.kubeconfig"
+kubectl --kubeconfig "$tmp/sa.kubeconfig" config set-credentials "$(k config view -o jsonpath='{.users[0].name}')" \
+  --token="$(k -n ztka-system create token "$user_sa" --duration=24h)" >/dev/null
 
 proxy_port="$(free_port)"
-kubectl --kubeconfig "$sim_kc" proxy --port "$proxy_port" >/dev/null 2>&1 &
-pids+=($!)
+kubectl --kubeconfig "$tmp/sa.kubeconfig" proxy --port "$proxy_port" >/dev/null 2>&1 &
+proxy_pid=$!
+pids+=($proxy_pid)
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$proxy_port/version" >/dev/null 2>&1 && break; sleep 0.1; done
 
 path=/api/v1/namespaces/default/pods/x
@@ -105,7 +114,8 @@ load() { "$bin/kubesim-load" --duration "$duration" --path "$path" "$@"; }
 # The host's speed varies from minute to minute (other guests take CPU: see steal), so each
 # client count runs ROUNDS rounds of direct, proxy and ztka back to back, and the figures
 # are medians over the rounds; the ratio compares ztka with the proxy round by round.
-# Each ztka line also gives the server's and the agent's CPU time (user + system) per request.
+# The proxy line also gives the proxy's CPU time (user + system) per request, the ztka line
+# the server's and the agent's.
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 steal() { awk '/^cpu / {print $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9}' /proc/stat; }
 hz="$(getconf CLK_TCK)"
@@ -115,8 +125,10 @@ for c in 1 16 64; do
   : >"$tmp/runs"
   read -r st0 all0 < <(steal)
   for _ in $(seq "$rounds"); do
-    echo "direct $(load --kubeconfig "$sim_kc" --clients "$c")" >>"$tmp/runs"
-    echo "proxy $(load --url "http://127.0.0.1:$proxy_port" --clients "$c")" >>"$tmp/runs"
+    echo "direct $(load --kubeconfig "$tmp/sa.kubeconfig" --clients "$c")" >>"$tmp/runs"
+    p0="$(ticks "$proxy_pid")"
+    out="$(load --url "http://127.0.0.1:$proxy_port" --clients "$c")"
+    echo "proxy $out proxy_ticks=$(($(ticks "$proxy_pid") - p0))" >>"$tmp/runs"
     s0="$(ticks "$ztka_pid")" a0="$(ticks "$agent_pid")"
     out="$(load --url "$url/k8s/sim" --ca-file "$ca" --cert-file "$tmp/user.crt" --key-file "$tmp/user.key" --clients "$c")"
     echo "ztka $out server_ticks=$(($(ticks "$ztka_pid") - s0)) agent_ticks=$(($(ticks "$agent_pid") - a0))" >>"$tmp/runs"
@@ -130,13 +142,16 @@ for line in open(runs):
     name, rest = line.split(" ", 1)
     field = lambda k: float(re.search(k + r"=([\d.]+)", rest).group(1))
     by.setdefault(name, []).append({k: field(k) for k in ("requests", "rps", "p50", "p99")} | (
-        {"server": field("server_ticks"), "agent": field("agent_ticks")} if name == "ztka" else {}))
+        {"server": field("server_ticks"), "agent": field("agent_ticks")} if name == "ztka" else
+        {"proxy": field("proxy_ticks")} if name == "proxy" else {}))
 med = lambda name, k: statistics.median(r[k] for r in by[name])
 print(f"{clients} clients (steal {100 * steal / max(total, 1):.0f} % of CPU time):")
 for name in ("direct", "proxy", "ztka"):
     line = f"  {name:<7} {med(name, 'rps'):>7.0f} req/s  p50 {med(name, 'p50'):.2f} ms  p99 {med(name, 'p99'):.2f} ms"
+    cpu = lambda k: 1e6 * sum(r[k] for r in by[name]) / hz / sum(r["requests"] for r in by[name])
+    if name == "proxy":
+        line += f"  cpu/request: proxy {cpu('proxy'):.0f} us"
     if name == "ztka":
-        cpu = lambda k: 1e6 * sum(r[k] for r in by[name]) / hz / sum(r["requests"] for r in by[name])
         line += f"  cpu/request: server {cpu('server'):.0f} us, agent {cpu('agent'):.0f} us"
     print(line)
 ratios = sorted(z["rps"] / p["rps"] for z, p in zip(by["ztka"], by["proxy"]))

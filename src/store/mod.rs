@@ -133,29 +133,38 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// Memory for redb's page cache (reads and the write buffer, which gets at most half).
+/// redb's default is 1 GiB, which a long audit log fills; the server's working set (users,
+/// grants, clusters, the audit log's newest pages) is far smaller, and older audit pages are
+/// read through the operating system's page cache when a query asks for them.
+const CACHE_BYTES: usize = 64 << 20;
+
 impl Store {
     /// Opens (creating if needed) the database in `data_dir` and brings its schema up to date.
     /// Blocking: call before the runtime serves requests, or from `spawn_blocking`.
     pub fn open(data_dir: &Path) -> Result<Self> {
         ensure_writable_dir(data_dir)?;
         let path = data_dir.join(DATABASE_FILE);
-        let db = redb::Database::create(&path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen
-            | redb::DatabaseError::LockProtocolMismatch => StoreError::Locked(path.clone()),
-            redb::DatabaseError::UpgradeRequired(v) => StoreError::UpgradeRequired {
-                path: path.clone(),
-                detail: format!("file format version {v}"),
-            },
-            redb::DatabaseError::Storage(redb::StorageError::Io(source))
-                if source.kind() == std::io::ErrorKind::PermissionDenied =>
-            {
-                StoreError::NotWritable {
+        let db = redb::Builder::new()
+            .set_cache_size(CACHE_BYTES)
+            .create(&path)
+            .map_err(|e| match e {
+                redb::DatabaseError::DatabaseAlreadyOpen
+                | redb::DatabaseError::LockProtocolMismatch => StoreError::Locked(path.clone()),
+                redb::DatabaseError::UpgradeRequired(v) => StoreError::UpgradeRequired {
                     path: path.clone(),
-                    source,
+                    detail: format!("file format version {v}"),
+                },
+                redb::DatabaseError::Storage(redb::StorageError::Io(source))
+                    if source.kind() == std::io::ErrorKind::PermissionDenied =>
+                {
+                    StoreError::NotWritable {
+                        path: path.clone(),
+                        source,
+                    }
                 }
-            }
-            other => StoreError::Db(other.into()),
-        })?;
+                other => StoreError::Db(other.into()),
+            })?;
         // The database holds password hashes: owner-only, whatever the umask.
         {
             use std::os::unix::fs::PermissionsExt;

@@ -13,6 +13,9 @@ const CANDIDATES: &[&str] = &[
     "/usr/bin/kubectl",
     "/usr/lib/google-cloud-sdk/bin/kubectl.1.27",
     "/usr/lib/google-cloud-sdk/bin/kubectl.1.33",
+    // Debian's kubernetes-client, installed beside the default by `.ci/run`: SPDY only for
+    // exec, attach and port-forward.
+    "/usr/bin/kubectl-1.20",
 ];
 
 /// The kubectl binaries present on this machine (a missing one is skipped).
@@ -28,9 +31,10 @@ pub fn kubectls() -> Vec<PathBuf> {
     found
 }
 
-/// kubectl 1.27 predates some v1 APIs (`auth whoami`).
+/// kubectl 1.27 and 1.20 predate some v1 APIs (`auth whoami`).
 pub fn is_recent(bin: &Path) -> bool {
-    !bin.to_string_lossy().ends_with("1.27")
+    let name = bin.to_string_lossy();
+    !(name.ends_with("1.27") || name.ends_with("1.20"))
 }
 
 pub struct Out {

@@ -326,29 +326,10 @@ pub fn openapi_v3_gv(path: &str) -> Option<Value> {
     if !group.is_empty() && !groups().contains(&group) {
         return None;
     }
-    let mut paths = serde_json::Map::new();
-    for r in RESOURCES.iter().filter(|r| r.group == group) {
-        let url = if r.namespaced {
-            format!("/{path}/namespaces/{{namespace}}/{}/{{name}}", r.name)
-        } else {
-            format!("/{path}/{}/{{name}}", r.name)
-        };
-        paths.insert(
-            url,
-            json!({"patch": {
-                "operationId": format!("patch{}", r.kind),
-                "x-kubernetes-group-version-kind": {"group": r.group, "version": r.version, "kind": r.kind},
-                "x-kubernetes-action": "patch",
-                "parameters": [
-                    {"name": "dryRun", "in": "query", "schema": {"type": "string"}},
-                    {"name": "fieldManager", "in": "query", "schema": {"type": "string"}},
-                    {"name": "fieldValidation", "in": "query", "schema": {"type": "string"}},
-                    {"name": "force", "in": "query", "schema": {"type": "boolean"}},
-                ],
-                "responses": {"200": {"description": "OK"}},
-            }}),
-        );
-    }
+    let paths = patch_paths(
+        RESOURCES.iter().filter(|r| r.group == group),
+        |name, ty| json!({"name": name, "in": "query", "schema": {"type": ty}}),
+    );
     Some(json!({
         "openapi": "3.0.0",
         "info": {"title": "Kubernetes", "version": "v1.33.0-kubesim"},
@@ -357,10 +338,72 @@ pub fn openapi_v3_gv(path: &str) -> Option<Value> {
     }))
 }
 
-/// A valid but empty OpenAPI v2 document in gnostic's protobuf form (swagger = 1,
-/// info = 2 { title = 1, version = 2 }). Older kubectl (before OpenAPI v3) downloads it to
-/// validate manifests; kinds it does not describe are accepted as they are.
+/// The URL of a resource's single object, where its PATCH operation is described.
+fn object_path(r: &ResourceType) -> String {
+    let gv = gv_path(r.group);
+    if r.namespaced {
+        format!("/{gv}/namespaces/{{namespace}}/{}/{{name}}", r.name)
+    } else {
+        format!("/{gv}/{}/{{name}}", r.name)
+    }
+}
+
+/// The PATCH parameters the documents list, with their types: kubectl reads `dryRun` from
+/// them (before 1.26, `--dry-run=server` refuses kinds whose PATCH lacks it) and
+/// `fieldValidation`.
+const PATCH_PARAMETERS: [(&str, &str); 4] = [
+    ("dryRun", "string"),
+    ("fieldManager", "string"),
+    ("fieldValidation", "string"),
+    ("force", "boolean"),
+];
+
+/// One PATCH operation per resource, its parameters written by `parameter(name, type)`.
+fn patch_paths<'a>(
+    resources: impl Iterator<Item = &'a ResourceType>,
+    parameter: impl Fn(&str, &str) -> Value,
+) -> serde_json::Map<String, Value> {
+    let mut paths = serde_json::Map::new();
+    for r in resources {
+        let parameters: Vec<Value> = PATCH_PARAMETERS
+            .iter()
+            .map(|(name, ty)| parameter(name, ty))
+            .collect();
+        paths.insert(
+            object_path(r),
+            json!({"patch": {
+                "operationId": format!("patch{}", r.kind),
+                "x-kubernetes-group-version-kind": {"group": r.group, "version": r.version, "kind": r.kind},
+                "x-kubernetes-action": "patch",
+                "parameters": parameters,
+                "responses": {"200": {"description": "OK"}},
+            }}),
+        );
+    }
+    paths
+}
+
+/// `/openapi/v2` as JSON: the same PATCH operations as the v3 documents.
+pub fn openapi_v2_json() -> Value {
+    let paths = patch_paths(
+        RESOURCES.iter(),
+        |name, ty| json!({"name": name, "in": "query", "type": ty}),
+    );
+    json!({"swagger": "2.0",
+        "info": {"title": "Kubernetes", "version": "v1.33.0-kubesim"}, "paths": paths})
+}
+
+/// The same document in gnostic's protobuf form, which older kubectl (before OpenAPI v3)
+/// downloads to validate manifests (it holds no definitions, so every kind is accepted as
+/// it is) and to see which kinds take `dryRun`. Field numbers from gnostic's
+/// `OpenAPIv2.proto`: Document { swagger = 1, info = 2, paths = 8 }, Info { title = 1,
+/// version = 2 }, Paths { path = 2 }, NamedPathItem { name = 1, value = 2 }, PathItem
+/// { patch = 8 }, Operation { operation_id = 5, parameters = 8, vendor_extension = 13 },
+/// ParametersItem { parameter = 1 }, Parameter { non_body_parameter = 2 },
+/// NonBodyParameter { query_parameter_sub_schema = 3 }, QueryParameterSubSchema { in = 2,
+/// name = 4, type = 6 }, NamedAny { name = 1, value = 2 }, Any { yaml = 2 }.
 pub fn openapi_v2_protobuf() -> Vec<u8> {
+    /// A length-delimited field.
     fn ld(num: u8, data: &[u8]) -> Vec<u8> {
         let mut v = vec![(num << 3) | 2];
         let mut len = data.len();
@@ -377,5 +420,30 @@ pub fn openapi_v2_protobuf() -> Vec<u8> {
         v
     }
     let info = [ld(1, b"Kubernetes"), ld(2, b"v1.33.0-kubesim")].concat();
-    [ld(1, b"2.0"), ld(2, &info)].concat()
+    let mut paths = Vec::new();
+    for r in RESOURCES.iter() {
+        let mut operation = ld(5, format!("patch{}", r.kind).as_bytes());
+        for (name, ty) in PATCH_PARAMETERS {
+            let query = [
+                ld(2, b"query"),
+                ld(4, name.as_bytes()),
+                ld(6, ty.as_bytes()),
+            ]
+            .concat();
+            operation.extend(ld(8, &ld(1, &ld(2, &ld(3, &query)))));
+        }
+        let gvk = format!(
+            "group: \"{}\"\nkind: {}\nversion: {}\n",
+            r.group, r.kind, r.version
+        );
+        let extension = [
+            ld(1, b"x-kubernetes-group-version-kind"),
+            ld(2, &ld(2, gvk.as_bytes())),
+        ]
+        .concat();
+        operation.extend(ld(13, &extension));
+        let item = [ld(1, object_path(r).as_bytes()), ld(2, &ld(8, &operation))].concat();
+        paths.extend(ld(2, &item));
+    }
+    [ld(1, b"2.0"), ld(2, &info), ld(8, &paths)].concat()
 }

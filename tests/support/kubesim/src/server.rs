@@ -781,8 +781,7 @@ fn discovery(inner: &Inner, path: &str, headers: &HeaderMap) -> Response {
                 )
                     .into_response();
             }
-            Some(json!({"swagger": "2.0",
-                "info": {"title": "Kubernetes", "version": "v1.33.0-kubesim"}, "paths": {}}))
+            Some(resources::openapi_v2_json())
         }
         ["openapi", "v3", rest @ ..] => resources::openapi_v3_gv(&rest.join("/")),
         ["healthz" | "livez" | "readyz"] => {

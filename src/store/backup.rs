@@ -147,7 +147,7 @@ pub fn snapshot(store: &Store, dest: &Path) -> Result<SnapshotInfo> {
         let _ = std::fs::set_permissions(dest, std::fs::Permissions::from_mode(0o600));
     }
     let backend = redb::backends::FileBackend::new(file).map_err(|e| StoreError::Db(e.into()))?;
-    let db = redb::Builder::new()
+    let db = super::builder()
         .create_with_backend(backend)
         .map_err(|e| StoreError::Db(e.into()))?;
     let mut rows = 0;

@@ -133,11 +133,18 @@ impl std::fmt::Debug for Store {
     }
 }
 
-/// Memory for redb's page cache (reads and the write buffer, which gets at most half).
-/// redb's default is 1 GiB, which a long audit log fills; the server's working set (users,
-/// grants, clusters, the audit log's newest pages) is far smaller, and older audit pages are
-/// read through the operating system's page cache when a query asks for them.
+/// Memory for each database's redb page cache (reads and the write buffer, which gets at most
+/// half). redb's default is 1 GiB, which a long audit log fills; the server's working set
+/// (users, grants, clusters, the audit log's newest pages) is far smaller, and older audit
+/// pages are read through the operating system's page cache when a query asks for them.
 const CACHE_BYTES: usize = 64 << 20;
+
+/// How every database of the store is opened or created (the live one and a snapshot's).
+pub(super) fn builder() -> redb::Builder {
+    let mut builder = redb::Builder::new();
+    builder.set_cache_size(CACHE_BYTES);
+    builder
+}
 
 impl Store {
     /// Opens (creating if needed) the database in `data_dir` and brings its schema up to date.
@@ -145,26 +152,23 @@ impl Store {
     pub fn open(data_dir: &Path) -> Result<Self> {
         ensure_writable_dir(data_dir)?;
         let path = data_dir.join(DATABASE_FILE);
-        let db = redb::Builder::new()
-            .set_cache_size(CACHE_BYTES)
-            .create(&path)
-            .map_err(|e| match e {
-                redb::DatabaseError::DatabaseAlreadyOpen
-                | redb::DatabaseError::LockProtocolMismatch => StoreError::Locked(path.clone()),
-                redb::DatabaseError::UpgradeRequired(v) => StoreError::UpgradeRequired {
+        let db = builder().create(&path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen
+            | redb::DatabaseError::LockProtocolMismatch => StoreError::Locked(path.clone()),
+            redb::DatabaseError::UpgradeRequired(v) => StoreError::UpgradeRequired {
+                path: path.clone(),
+                detail: format!("file format version {v}"),
+            },
+            redb::DatabaseError::Storage(redb::StorageError::Io(source))
+                if source.kind() == std::io::ErrorKind::PermissionDenied =>
+            {
+                StoreError::NotWritable {
                     path: path.clone(),
-                    detail: format!("file format version {v}"),
-                },
-                redb::DatabaseError::Storage(redb::StorageError::Io(source))
-                    if source.kind() == std::io::ErrorKind::PermissionDenied =>
-                {
-                    StoreError::NotWritable {
-                        path: path.clone(),
-                        source,
-                    }
+                    source,
                 }
-                other => StoreError::Db(other.into()),
-            })?;
+            }
+            other => StoreError::Db(other.into()),
+        })?;
         // The database holds password hashes: owner-only, whatever the umask.
         {
             use std::os::unix::fs::PermissionsExt;

@@ -13,7 +13,7 @@ const CANDIDATES: &[&str] = &[
     "/usr/bin/kubectl",
     "/usr/lib/google-cloud-sdk/bin/kubectl.1.27",
     "/usr/lib/google-cloud-sdk/bin/kubectl.1.33",
-    // Debian's kubernetes-client, installed beside the default by `.ci/run`: SPDY only for
+    // Debian's kubernetes-client, installed beside the default by `.ci/test`: SPDY only for
     // exec, attach and port-forward.
     "/usr/bin/kubectl-1.20",
 ];

@@ -393,15 +393,16 @@ pub fn openapi_v2_json() -> Value {
         "info": {"title": "Kubernetes", "version": "v1.33.0-kubesim"}, "paths": paths})
 }
 
-/// The same document in gnostic's protobuf form, which older kubectl (before OpenAPI v3)
-/// downloads to validate manifests (it holds no definitions, so every kind is accepted as
-/// it is) and to see which kinds take `dryRun`. Field numbers from gnostic's
-/// `OpenAPIv2.proto`: Document { swagger = 1, info = 2, paths = 8 }, Info { title = 1,
-/// version = 2 }, Paths { path = 2 }, NamedPathItem { name = 1, value = 2 }, PathItem
-/// { patch = 8 }, Operation { operation_id = 5, parameters = 8, vendor_extension = 13 },
-/// ParametersItem { parameter = 1 }, Parameter { non_body_parameter = 2 },
-/// NonBodyParameter { query_parameter_sub_schema = 3 }, QueryParameterSubSchema { in = 2,
-/// name = 4, type = 6 }, NamedAny { name = 1, value = 2 }, Any { yaml = 2 }.
+/// The same document (`openapi_v2_json`) in gnostic's protobuf form, which older kubectl
+/// (before OpenAPI v3) downloads to validate manifests (it holds no definitions, so every
+/// kind is accepted as it is) and to see which kinds take `dryRun`. Field numbers from
+/// gnostic's `OpenAPIv2.proto`: Document { swagger = 1, info = 2, paths = 8 }, Info
+/// { title = 1, version = 2 }, Paths { path = 2 }, NamedPathItem { name = 1, value = 2 },
+/// PathItem { patch = 8 }, Operation { operation_id = 5, parameters = 8,
+/// vendor_extension = 13 }, ParametersItem { parameter = 1 }, Parameter
+/// { non_body_parameter = 2 }, NonBodyParameter { query_parameter_sub_schema = 3 },
+/// QueryParameterSubSchema { in = 2, name = 4, type = 6 }, NamedAny { name = 1,
+/// value = 2 }, Any { yaml = 2 }.
 pub fn openapi_v2_protobuf() -> Vec<u8> {
     /// A length-delimited field.
     fn ld(num: u8, data: &[u8]) -> Vec<u8> {
@@ -419,31 +420,41 @@ pub fn openapi_v2_protobuf() -> Vec<u8> {
         v.extend_from_slice(data);
         v
     }
-    let info = [ld(1, b"Kubernetes"), ld(2, b"v1.33.0-kubesim")].concat();
+    let text = |v: &Value, key: &str| v[key].as_str().unwrap_or_default().as_bytes().to_vec();
+    let doc = openapi_v2_json();
+    let info = [
+        ld(1, &text(&doc["info"], "title")),
+        ld(2, &text(&doc["info"], "version")),
+    ]
+    .concat();
     let mut paths = Vec::new();
-    for r in RESOURCES.iter() {
-        let mut operation = ld(5, format!("patch{}", r.kind).as_bytes());
-        for (name, ty) in PATCH_PARAMETERS {
+    for (url, item) in doc["paths"].as_object().into_iter().flatten() {
+        let patch = &item["patch"];
+        let mut operation = ld(5, &text(patch, "operationId"));
+        for p in patch["parameters"].as_array().into_iter().flatten() {
             let query = [
-                ld(2, b"query"),
-                ld(4, name.as_bytes()),
-                ld(6, ty.as_bytes()),
+                ld(2, &text(p, "in")),
+                ld(4, &text(p, "name")),
+                ld(6, &text(p, "type")),
             ]
             .concat();
             operation.extend(ld(8, &ld(1, &ld(2, &ld(3, &query)))));
         }
-        let gvk = format!(
-            "group: \"{}\"\nkind: {}\nversion: {}\n",
-            r.group, r.kind, r.version
+        let gvk = &patch["x-kubernetes-group-version-kind"];
+        let yaml = format!(
+            "group: {}\nkind: {}\nversion: {}\n",
+            gvk["group"], gvk["kind"], gvk["version"]
         );
         let extension = [
             ld(1, b"x-kubernetes-group-version-kind"),
-            ld(2, &ld(2, gvk.as_bytes())),
+            ld(2, &ld(2, yaml.as_bytes())),
         ]
         .concat();
         operation.extend(ld(13, &extension));
-        let item = [ld(1, object_path(r).as_bytes()), ld(2, &ld(8, &operation))].concat();
-        paths.extend(ld(2, &item));
+        paths.extend(ld(
+            2,
+            &[ld(1, url.as_bytes()), ld(2, &ld(8, &operation))].concat(),
+        ));
     }
-    [ld(1, b"2.0"), ld(2, &info), ld(8, &paths)].concat()
+    [ld(1, &text(&doc, "swagger")), ld(2, &info), ld(8, &paths)].concat()
 }

@@ -67,10 +67,15 @@ api POST /api/v1/projects/bench/clusters/sim/bootstrap '{}' >"$tmp/boot.json"
 python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); open(sys.argv[2],"w").write(d["manifest"]); open(sys.argv[3],"w").write(d["token"])' \
   "$tmp/boot.json" "$tmp/manifest.yaml" "$tmp/token"
 k apply -f "$tmp/manifest.yaml" >/dev/null
+# sa_kubeconfig DEST SA: the simulator's kubeconfig with a TokenRequest token of ztka-system's
+# service account SA instead of the admin token.
+sa_kubeconfig() {
+  cp "$sim_kc" "$1"
+  kubectl --kubeconfig "$1" config set-credentials "$(k config view -o jsonpath='{.users[0].name}')" \
+    --token="$(k -n ztka-system create token "$2" --duration=24h)" >/dev/null
+}
 # The agent runs with its own least-privilege service account.
-cp "$sim_kc" "$tmp/agent.kubeconfig"
-agent_token="$(k -n ztka-system create token ztka-agent --duration=24h)"
-kubectl --kubeconfig "$tmp/agent.kubeconfig" config set-credentials "$(kubectl --kubeconfig "$sim_kc" config view -o jsonpath='{.users[0].name}')" --token="$agent_token" >/dev/null
+sa_kubeconfig "$tmp/agent.kubeconfig" ztka-agent
 ZTKA_LOG=warn "$bin/ztka" agent --server "$url" --server-ca "$ca" --token-file "$tmp/token" \
   --state-dir "$tmp/agent" --kubeconfig "$tmp/agent.kubeconfig" "${agent_threads[@]}" >"$tmp/agent.out" 2>&1 &
 agent_pid=$!
@@ -87,10 +92,7 @@ kubectl --kubeconfig "$tmp/user.kubeconfig" get pods >/dev/null
 # The baselines run as that same service account (a token from TokenRequest), so the API
 # server authenticates and authorizes the same identity on every path and the figures
 # differ only by the hops. (The simulator's admin token skips RBAC: ~15 us less per request.)
-user_sa="$(k -n ztka-system get sa -l ztka.dev/user -o jsonpath='{.items[0].metadata.name}')"
-cp "$sim_kc" "$tmp/sa.kubeconfig"
-kubectl --kubeconfig "$tmp/sa.kubeconfig" config set-credentials "$(k config view -o jsonpath='{.users[0].name}')" \
-  --token="$(k -n ztka-system create token "$user_sa" --duration=24h)" >/dev/null
+sa_kubeconfig "$tmp/sa.kubeconfig" "$(k -n ztka-system get sa -l ztka.dev/user -o jsonpath='{.items[0].metadata.name}')"
 
 proxy_port="$(free_port)"
 kubectl --kubeconfig "$tmp/sa.kubeconfig" proxy --port "$proxy_port" >/dev/null 2>&1 &

@@ -116,8 +116,24 @@ async fn handle(State(state): State<AppState>, req: Request) -> Response {
         namespace: (!info.namespace.is_empty()).then(|| info.namespace.clone()),
     };
     let mut kube = info.to_event(req.method().as_str(), api_path);
-    let mut authorized = match authorize(&state, conn.as_ref(), cluster_name).await {
-        Ok(a) => a,
+    // The request is registered as the user's stream before it is forwarded, so an access
+    // change that ends the user's streams also ends it; a write between the decision and
+    // the registration (which that change's pass over the streams may have run before)
+    // makes the relay decide again.
+    let decided = loop {
+        let generation = lookup_generation(&state);
+        let decision = authorize(&state, conn.as_ref(), cluster_name)
+            .await
+            .map(|a| {
+                let guard = state.streams.open(a.user.id, &a.project);
+                (a, guard)
+            });
+        if lookup_generation(&state) == generation {
+            break decision;
+        }
+    };
+    let (mut authorized, guard) = match decided {
+        Ok(pair) => pair,
         Err(refusal) => {
             let (code, reason, message, user) = *refusal;
             if let Some(u) = user {
@@ -155,7 +171,7 @@ async fn handle(State(state): State<AppState>, req: Request) -> Response {
         }
         event.action = "kube.response".into();
     }
-    let result = forward(&state, &authorized, req, api_path).await;
+    let result = forward(&state, &authorized, req, api_path, guard).await;
     let (response, code) = match result {
         Ok(res) => {
             let code = res.status().as_u16();
@@ -270,6 +286,13 @@ async fn authorize(
     })
 }
 
+/// Changes whenever what the relay's decision reads may have: both counters only grow, so
+/// their sum changes whenever either does — a write to the store (users, clusters, groups)
+/// or to the authorizer's memberships, which group names are read through.
+fn lookup_generation(state: &AppState) -> u64 {
+    state.store.generation() + state.authz.generation()
+}
+
 /// Everything the decision and the audit event need, in one read transaction — or from the
 /// cache when nothing was written since the same user last reached the same cluster.
 async fn lookup(
@@ -277,10 +300,7 @@ async fn lookup(
     user_id: Uuid,
     cluster_name: &str,
 ) -> Result<lookups::Found, crate::store::StoreError> {
-    // Both counters only grow, so their sum changes whenever either does: a write to the
-    // store (users, clusters, groups) or to the authorizer's memberships, which group names
-    // are read through.
-    let generation = state.store.generation() + state.authz.generation();
+    let generation = lookup_generation(state);
     if let Some(hit) = state.relay_lookups.get(generation, user_id, cluster_name) {
         return Ok(hit);
     }
@@ -316,6 +336,7 @@ async fn forward(
     who: &Authorized,
     req: Request,
     api_path: &str,
+    guard: StreamGuard,
 ) -> Result<Response, Response> {
     let Some(mut sender) = state.tunnels.sender(who.cluster.id) else {
         return Err(status(
@@ -404,7 +425,20 @@ async fn forward(
         sender.ready().await.map_err(|e| e.to_string())?;
         sender.send_request(out).await.map_err(|e| e.to_string())
     };
-    let answer = match tokio::time::timeout(RESPONSE_TIMEOUT, sent).await {
+    let answer = tokio::select! {
+        answer = tokio::time::timeout(RESPONSE_TIMEOUT, sent) => answer,
+        _ = guard.token.cancelled() => {
+            return Err(status(
+                StatusCode::FORBIDDEN,
+                "Forbidden",
+                format!(
+                    "access of user {} to cluster {} ended during this request",
+                    who.user.name, who.cluster.name
+                ),
+            ));
+        }
+    };
+    let answer = match answer {
         Ok(Ok(res)) => res,
         Ok(Err(e)) => return Err(unavailable(e)),
         Err(_) => {
@@ -419,7 +453,6 @@ async fn forward(
             ));
         }
     };
-    let guard = state.streams.open(who.user.id, &who.project);
     let (res_parts, res_body) = answer.into_parts();
     let switched = res_parts
         .headers

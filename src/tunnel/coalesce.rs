@@ -4,8 +4,9 @@
 //! response (or request) costs one TLS record and one `writev`. [`Coalesce`]
 //! holds what was written until the connection task has let every other ready task run
 //! once: the frames those tasks produce in the meantime go out in the same write. On an idle
-//! tunnel the wait is one trip through the scheduler's queue.
+//! tunnel the wait is one poll of the runtime's I/O driver (`tokio::task::yield_now`).
 
+use std::future::Future as _;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
@@ -126,10 +127,12 @@ impl<T: hyper::rt::Write + Unpin> hyper::rt::Write for Coalesce<T> {
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         if self.held.len() > self.sent && !self.yielded {
-            // Woken while running, the task goes to the back of the run queue: every task
-            // that is ready now runs (and may write) before it flushes.
+            // The runtime wakes the task again once it has polled its I/O and run every
+            // task ready now (which may write). (A task that wakes itself instead goes to
+            // the back of the run queue, and on a multi-threaded runtime wakes an idle
+            // worker too.)
             self.yielded = true;
-            cx.waker().wake_by_ref();
+            let _ = std::pin::pin!(tokio::task::yield_now()).poll(cx);
             return Poll::Pending;
         }
         ready!(self.poll_drain(cx))?;

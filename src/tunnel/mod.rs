@@ -7,6 +7,7 @@
 //! This module holds what both ends agree on and the server's registry of live tunnels.
 
 pub mod coalesce;
+pub mod executor;
 pub mod registry;
 pub mod server;
 

@@ -6,7 +6,7 @@ use axum::body::Body;
 use http_body_util::BodyExt;
 use hyper::client::conn::http2::SendRequest;
 use hyper::upgrade::OnUpgrade;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::TokioTimer;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -42,7 +42,9 @@ pub async fn run(state: AppState, owner: TunnelOwner, upgrade: OnUpgrade) {
             return;
         }
     };
-    let handshake = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+    // hyper's per-request futures run on this task, beside the connection (see `executor`).
+    let (mut tasks, executor) = super::executor::TunnelTasks::new();
+    let handshake = hyper::client::conn::http2::Builder::new(executor)
         .timer(TokioTimer::new())
         .keep_alive_interval(KEEPALIVE_INTERVAL)
         .keep_alive_timeout(KEEPALIVE_TIMEOUT)
@@ -79,16 +81,22 @@ pub async fn run(state: AppState, owner: TunnelOwner, upgrade: OnUpgrade) {
             None => std::future::pending().await,
         }
     };
-    let reason: String = tokio::select! {
-        _ = expiry => "the agent's certificate expired".into(),
-        r = conn.as_mut() => match r {
-            Ok(()) => "the agent closed the tunnel".into(),
-            Err(e) => format!("the connection failed: {e}"),
-        },
-        why = beats.as_mut() => why,
-        _ = registration.close.cancelled() => "closed by the server".into(),
-        _ = state.shutdown.triggered() => "the server is shutting down".into(),
-    };
+    let reason: String = tasks
+        .drive(async {
+            tokio::select! {
+                _ = expiry => "the agent's certificate expired".into(),
+                r = conn.as_mut() => match r {
+                    Ok(()) => "the agent closed the tunnel".into(),
+                    Err(e) => format!("the connection failed: {e}"),
+                },
+                why = beats.as_mut() => why,
+                _ = registration.close.cancelled() => "closed by the server".into(),
+                _ = state.shutdown.triggered() => "the server is shutting down".into(),
+            }
+        })
+        .await;
+    // Requests still waiting on the tunnel end now, not after the bookkeeping below.
+    drop(tasks);
     let last = state
         .tunnels
         .disconnect(cluster_id, registration.generation);

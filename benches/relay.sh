@@ -28,7 +28,8 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 
 # The simulator prints its kubeconfig path.
 "$bin/kubesim" >"$tmp/sim.out" 2>&1 &
-pids+=($!)
+sim_pid=$!
+pids+=($sim_pid)
 for _ in $(seq 100); do grep -q kubeconfig "$tmp/sim.out" && break; sleep 0.1; done
 sim_kc="$(sed -n 's/^kubeconfig: //p' "$tmp/sim.out")"
 k() { kubectl --kubeconfig "$sim_kc" "$@"; }
@@ -116,24 +117,33 @@ load() { "$bin/kubesim-load" --duration "$duration" --path "$path" "$@"; }
 # The host's speed varies from minute to minute (other guests take CPU: see steal), so each
 # client count runs ROUNDS rounds of direct, proxy and ztka back to back, and the figures
 # are medians over the rounds; the ratio compares ztka with the proxy round by round.
-# The proxy line also gives the proxy's CPU time (user + system) per request, the ztka line
-# the server's and the agent's.
+# Each line also gives CPU time (user + system) per request: the simulator's and the load
+# generator's on every path, the proxy's on its own, the server's and the agent's on ztka's.
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+all_ticks() { echo "$(ticks "$sim_pid") $(ticks "$proxy_pid") $(ticks "$ztka_pid") $(ticks "$agent_pid")"; }
 steal() { awk '/^cpu / {print $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9}' /proc/stat; }
 hz="$(getconf CLK_TCK)"
+# measure NAME LOAD-ARGS...: one line of $tmp/runs.
+measure() {
+  local name="$1" before after u s TIMEFORMAT='%3U %3S'
+  shift
+  read -ra before < <(all_ticks)
+  { time load "$@" >"$tmp/out" 2>"$tmp/err"; } 2>"$tmp/time"
+  read -ra after < <(all_ticks)
+  [ -s "$tmp/err" ] && cat "$tmp/err" >&2
+  read -r u s <"$tmp/time"
+  echo "$name $(cat "$tmp/out") sim_ticks=$((after[0] - before[0])) proxy_ticks=$((after[1] - before[1]))" \
+    "server_ticks=$((after[2] - before[2])) agent_ticks=$((after[3] - before[3])) load_secs=$(python3 -c "print($u + $s)")" >>"$tmp/runs"
+}
 rounds="${ROUNDS:-3}"
 echo "small GET ($path), $rounds rounds of $duration s per client count"
 for c in 1 16 64; do
   : >"$tmp/runs"
   read -r st0 all0 < <(steal)
   for _ in $(seq "$rounds"); do
-    echo "direct $(load --kubeconfig "$tmp/sa.kubeconfig" --clients "$c")" >>"$tmp/runs"
-    p0="$(ticks "$proxy_pid")"
-    out="$(load --url "http://127.0.0.1:$proxy_port" --clients "$c")"
-    echo "proxy $out proxy_ticks=$(($(ticks "$proxy_pid") - p0))" >>"$tmp/runs"
-    s0="$(ticks "$ztka_pid")" a0="$(ticks "$agent_pid")"
-    out="$(load --url "$url/k8s/sim" --ca-file "$ca" --cert-file "$tmp/user.crt" --key-file "$tmp/user.key" --clients "$c")"
-    echo "ztka $out server_ticks=$(($(ticks "$ztka_pid") - s0)) agent_ticks=$(($(ticks "$agent_pid") - a0))" >>"$tmp/runs"
+    measure direct --kubeconfig "$tmp/sa.kubeconfig" --clients "$c"
+    measure proxy --url "http://127.0.0.1:$proxy_port" --clients "$c"
+    measure ztka --url "$url/k8s/sim" --ca-file "$ca" --cert-file "$tmp/user.crt" --key-file "$tmp/user.key" --clients "$c"
   done
   read -r st1 all1 < <(steal)
   python3 - "$tmp/runs" "$c" "$hz" "$((st1 - st0))" "$((all1 - all0))" <<'PY'
@@ -143,19 +153,18 @@ by = {}
 for line in open(runs):
     name, rest = line.split(" ", 1)
     field = lambda k: float(re.search(k + r"=([\d.]+)", rest).group(1))
-    by.setdefault(name, []).append({k: field(k) for k in ("requests", "rps", "p50", "p99")} | (
-        {"server": field("server_ticks"), "agent": field("agent_ticks")} if name == "ztka" else
-        {"proxy": field("proxy_ticks")} if name == "proxy" else {}))
+    keys = ("requests", "rps", "p50", "p99", "sim_ticks", "proxy_ticks", "server_ticks", "agent_ticks", "load_secs")
+    by.setdefault(name, []).append({k: field(k) for k in keys})
 med = lambda name, k: statistics.median(r[k] for r in by[name])
 print(f"{clients} clients (steal {100 * steal / max(total, 1):.0f} % of CPU time):")
 for name in ("direct", "proxy", "ztka"):
     line = f"  {name:<7} {med(name, 'rps'):>7.0f} req/s  p50 {med(name, 'p50'):.2f} ms  p99 {med(name, 'p99'):.2f} ms"
-    cpu = lambda k: 1e6 * sum(r[k] for r in by[name]) / hz / sum(r["requests"] for r in by[name])
-    if name == "proxy":
-        line += f"  cpu/request: proxy {cpu('proxy'):.0f} us"
-    if name == "ztka":
-        line += f"  cpu/request: server {cpu('server'):.0f} us, agent {cpu('agent'):.0f} us"
-    print(line)
+    n = sum(r["requests"] for r in by[name])
+    cpu = lambda k, per=hz: 1e6 * sum(r[k] for r in by[name]) / per / n
+    parts = {"proxy": ["proxy"], "ztka": ["server", "agent"]}.get(name, [])
+    shown = [f"{p} {cpu(p + '_ticks'):.0f}" for p in parts]
+    shown += [f"simulator {cpu('sim_ticks'):.0f}", f"load generator {cpu('load_secs', 1):.0f} us"]
+    print(line + "  cpu/request: " + ", ".join(shown))
 ratios = sorted(z["rps"] / p["rps"] for z, p in zip(by["ztka"], by["proxy"]))
 print("  ztka / proxy by round: " + ", ".join(f"{100 * r:.0f} %" for r in ratios))
 PY

@@ -4,7 +4,7 @@
 //! response (or request) costs one TLS record and one `writev`. [`Coalesce`]
 //! holds what was written until the connection task has let every other ready task run
 //! once: the frames those tasks produce in the meantime go out in the same write. On an idle
-//! tunnel the wait is one poll of the runtime's I/O driver (`tokio::task::yield_now`).
+//! tunnel the wait is one trip through the runtime's queue.
 
 use std::future::Future as _;
 use std::io;
@@ -23,6 +23,13 @@ pub struct Coalesce<T> {
     sent: usize,
     /// Whether the task yielded once since the first held byte.
     yielded: bool,
+    /// Whether it yields through the runtime's deferred wake (see [`Coalesce::poll_flush`]).
+    defers: bool,
+}
+
+/// Whether the current runtime has more than one worker.
+fn several_workers() -> bool {
+    tokio::runtime::Handle::try_current().is_ok_and(|h| h.metrics().num_workers() > 1)
 }
 
 impl<T> Coalesce<T> {
@@ -33,6 +40,7 @@ impl<T> Coalesce<T> {
             held: Vec::with_capacity(16 * 1024),
             sent: 0,
             yielded: false,
+            defers: several_workers(),
         }
     }
 
@@ -45,6 +53,7 @@ impl<T> Coalesce<T> {
             held: Vec::new(),
             sent: 0,
             yielded: false,
+            defers: false,
         }
     }
 
@@ -127,12 +136,17 @@ impl<T: hyper::rt::Write + Unpin> hyper::rt::Write for Coalesce<T> {
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         if self.held.len() > self.sent && !self.yielded {
-            // The runtime wakes the task again once it has polled its I/O and run every
-            // task ready now (which may write). (A task that wakes itself instead goes to
-            // the back of the run queue, and on a multi-threaded runtime wakes an idle
-            // worker too.)
+            // Every task that is ready now runs (and may write) before this one flushes.
+            // On one worker, a task that wakes itself goes to the back of the run queue;
+            // with more, that wake would also wake an idle worker to steal it, so the task
+            // asks for tokio's deferred wake instead, which comes after the runtime has
+            // run its ready tasks and polled its I/O (one more `epoll_wait`).
             self.yielded = true;
-            let _ = std::pin::pin!(tokio::task::yield_now()).poll(cx);
+            if self.defers {
+                let _ = std::pin::pin!(tokio::task::yield_now()).poll(cx);
+            } else {
+                cx.waker().wake_by_ref();
+            }
             return Poll::Pending;
         }
         ready!(self.poll_drain(cx))?;

@@ -97,6 +97,20 @@ impl TunnelTasks {
         std::future::poll_fn(|cx| self.poll_round(future.as_mut(), cx)).await
     }
 
+    /// Polls the spawned futures, with nothing else to drive, until none is left.
+    pub async fn finish(&mut self) {
+        std::future::poll_fn(|cx| {
+            let nothing = std::pin::pin!(std::future::pending::<()>());
+            let _ = self.poll_round(nothing, cx);
+            if lock(&self.shared.live).is_empty() {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await
+    }
+
     fn poll_round<F: Future>(
         &self,
         mut future: Pin<&mut F>,
@@ -275,7 +289,10 @@ mod tests {
             let got = tasks.drive(done_rx).await.unwrap();
             (got, tokio::task::id())
         });
-        let (got, driver_id) = driver.await.unwrap();
+        let (got, driver_id) = tokio::time::timeout(std::time::Duration::from_secs(10), driver)
+            .await
+            .expect("a wake from another task reached the driving task")
+            .unwrap();
         assert_eq!(got, 42);
         assert_eq!(*ran_in.lock().unwrap(), vec![Some(driver_id); 2]);
     }
@@ -318,10 +335,17 @@ mod tests {
         let (mut tasks, exec) = TunnelTasks::new();
         let dropped = Arc::new(AtomicBool::new(false));
         let flag = Flag(dropped.clone());
-        hyper::rt::Executor::execute(&exec, async move {
-            let _flag = flag;
-            std::future::pending::<()>().await;
-        });
+        // Like a request waiting on the connection, it keeps its own waker (a cycle that
+        // only the drop of the tasks breaks).
+        let kept: Mutex<Option<Waker>> = Mutex::new(None);
+        hyper::rt::Executor::execute(
+            &exec,
+            std::future::poll_fn(move |cx| {
+                let _flag = &flag;
+                *kept.lock().unwrap() = Some(cx.waker().clone());
+                Poll::<()>::Pending
+            }),
+        );
         tasks.drive(tokio::task::yield_now()).await;
         assert!(!dropped.load(SeqCst), "still waiting");
         drop(tasks);
@@ -332,5 +356,51 @@ mod tests {
             let _flag = flag;
         });
         assert!(late.load(SeqCst), "given after the end: dropped at once");
+    }
+
+    #[tokio::test]
+    async fn finish_returns_once_the_spawned_futures_are_done() {
+        let (mut tasks, exec) = TunnelTasks::new();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let done = Arc::new(AtomicBool::new(false));
+        let d = done.clone();
+        hyper::rt::Executor::execute(&exec, async move {
+            rx.await.unwrap();
+            d.store(true, SeqCst);
+        });
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            tx.send(()).unwrap();
+        });
+        tokio::time::timeout(std::time::Duration::from_secs(10), tasks.finish())
+            .await
+            .expect("finish ends when the last spawned future does");
+        assert!(done.load(SeqCst));
+    }
+
+    #[tokio::test]
+    async fn a_future_that_always_wakes_itself_does_not_hold_the_worker() {
+        let (mut tasks, exec) = TunnelTasks::new();
+        let polls = Arc::new(AtomicUsize::new(0));
+        let p = polls.clone();
+        hyper::rt::Executor::execute(
+            &exec,
+            std::future::poll_fn(move |cx| {
+                p.fetch_add(1, SeqCst);
+                cx.waker().wake_by_ref();
+                Poll::<()>::Pending
+            }),
+        );
+        let mut drive = std::pin::pin!(tasks.drive(std::future::pending::<()>()));
+        let woken = Arc::new(Counter::default());
+        let waker = Waker::from(woken.clone());
+        assert!(
+            drive
+                .as_mut()
+                .poll(&mut Context::from_waker(&waker))
+                .is_pending()
+        );
+        assert_eq!(polls.load(SeqCst), ROUNDS_PER_POLL, "one poll per round");
+        assert_eq!(woken.0.load(SeqCst), 1, "then the task yields");
     }
 }

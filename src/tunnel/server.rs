@@ -67,39 +67,55 @@ pub async fn run(state: AppState, owner: TunnelOwner, upgrade: OnUpgrade) {
             .tunnels
             .connect(cluster_id, sender.clone(), owner.agent_version.clone());
     tracing::info!(cluster = %owner.cluster.name, "agent connected");
-    audit(&state, &owner, "agent.connect", serde_json::json!({})).await;
 
-    tokio::pin!(conn);
-    let beats = heartbeats(&state, cluster_id, registration.generation, sender);
-    tokio::pin!(beats);
-    let expiry = async {
-        match owner.certificate_expires {
-            Some(at) => {
-                let left = at - OffsetDateTime::now_utc();
-                tokio::time::sleep(std::time::Duration::try_from(left).unwrap_or_default()).await
-            }
-            None => std::future::pending().await,
-        }
-    };
-    let reason: String = tasks
-        .drive(async {
+    let close = &registration.close;
+    let generation = registration.generation;
+    let (state_ref, owner_ref) = (&state, &owner);
+    // The connection, the heartbeats and the per-request futures run from here on (the
+    // connect event's durable write included); `conn` and `beats` end with this future.
+    let (reason, ending) = tasks
+        .drive(async move {
+            audit(state_ref, owner_ref, "agent.connect", serde_json::json!({})).await;
+            let beats = heartbeats(state_ref, cluster_id, generation, sender);
+            tokio::pin!(conn, beats);
+            let expiry = async {
+                match owner_ref.certificate_expires {
+                    Some(at) => {
+                        let left = at - OffsetDateTime::now_utc();
+                        tokio::time::sleep(std::time::Duration::try_from(left).unwrap_or_default())
+                            .await
+                    }
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
-                _ = expiry => "the agent's certificate expired".into(),
+                _ = expiry => ("the agent's certificate expired".to_owned(), Ending::Cut),
                 r = conn.as_mut() => match r {
-                    Ok(()) => "the agent closed the tunnel".into(),
-                    Err(e) => format!("the connection failed: {e}"),
+                    Ok(()) => ("the agent closed the tunnel".to_owned(), Ending::Drain),
+                    Err(e) => (format!("the connection failed: {e}"), Ending::Cut),
                 },
-                why = beats.as_mut() => why,
-                _ = registration.close.cancelled() => "closed by the server".into(),
-                _ = state.shutdown.triggered() => "the server is shutting down".into(),
+                why = beats.as_mut() => (why, Ending::Cut),
+                _ = close.cancelled() => ("closed by the server".to_owned(), Ending::Cut),
+                _ = state_ref.shutdown.triggered() => {
+                    ("the server is shutting down".to_owned(), Ending::Drain)
+                }
             }
         })
         .await;
-    // Requests still waiting on the tunnel end now, not after the bookkeeping below.
-    drop(tasks);
+    // No new request is routed here from now on.
     let last = state
         .tunnels
         .disconnect(cluster_id, registration.generation);
+    if ending == Ending::Drain {
+        // Answers still on their way (an agent closing gracefully finishes its streams;
+        // a draining server lets its clients' requests finish) get the grace period.
+        let grace = state.config.shutdown_grace;
+        if tokio::time::timeout(grace, tasks.finish()).await.is_err() {
+            tracing::info!(cluster = %owner.cluster.name, ?grace, "tunnel streams still open after the grace period; closing them");
+        }
+    }
+    // Whatever is still open on the tunnel ends here.
+    drop(tasks);
     tracing::info!(cluster = %owner.cluster.name, %reason, "agent disconnected");
     if let Some(status) = last {
         remember(
@@ -117,6 +133,15 @@ pub async fn run(state: AppState, owner: TunnelOwner, upgrade: OnUpgrade) {
         serde_json::json!({ "reason": reason }),
     )
     .await;
+}
+
+/// How a tunnel's open streams end with it.
+#[derive(PartialEq, Eq)]
+enum Ending {
+    /// At once: the agent is gone, unresponsive or no longer allowed.
+    Cut,
+    /// After they finish, within the shutdown grace period.
+    Drain,
 }
 
 /// Asks the agent for a heartbeat now and every interval; returns why it stopped answering.

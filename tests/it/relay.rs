@@ -663,6 +663,49 @@ async fn revocation_ends_open_streams_and_removes_the_service_account() {
     assert!(!b["items"].as_array().unwrap().is_empty(), "{b}");
 }
 
+/// A tunnel the server closes takes its open streams with it: deleting the cluster ends a
+/// watch at once, though the user's grant (project-wide) still stands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_the_cluster_ends_the_streams_open_on_its_tunnel() {
+    let mut env = env().await;
+    let bin = PathBuf::from("/usr/bin/kubectl");
+    let (kc, _) = env
+        .user(
+            "wes",
+            Some(json!({"role": "project-admin", "project": "shop"})),
+        )
+        .await;
+    ok(&bin, &kc, &["get", "pods"], None).await;
+    let mut watch = tokio::process::Command::new(&bin)
+        .env_clear()
+        .env("KUBECONFIG", &kc)
+        .env("HOME", kc.parent().unwrap())
+        .args(["get", "pods", "-w"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut watch_out = BufReader::new(watch.stdout.take().unwrap()).lines();
+    let first = tokio::time::timeout(Duration::from_secs(20), watch_out.next_line())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(first.is_some(), "the watch is open");
+    let (s, _) = env
+        .admin
+        .delete("/api/v1/projects/shop/clusters/prod")
+        .await;
+    assert_eq!(s, 204);
+    let deleted = Instant::now();
+    let w = tokio::time::timeout(Duration::from_secs(5), watch.wait()).await;
+    assert!(
+        w.is_ok(),
+        "the watch is still open after its cluster was deleted"
+    );
+    eprintln!("the watch ended {:?} after the deletion", deleted.elapsed());
+}
+
 async fn has_account(sim: &KubeSim, prefix: &str) -> bool {
     sim.list("v1", "ServiceAccount", "ztka-system", "")
         .await

@@ -594,21 +594,8 @@ async fn revocation_ends_open_streams_and_removes_the_service_account() {
         .await;
     ok(&bin, &kc, &["get", "pods"], None).await;
     assert!(has_account(&env.sim, "ztka-eve-").await);
-    let spawn = |args: &[&str]| {
-        tokio::process::Command::new(&bin)
-            .env_clear()
-            .env("KUBECONFIG", &kc)
-            .env("HOME", kc.parent().unwrap())
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap()
-    };
-    let mut watch = spawn(&["get", "pods", "-w"]);
-    let mut exec = spawn(&["exec", "-i", "box", "--", "cat"]);
+    let mut watch = open_watch(&bin, &kc).await;
+    let mut exec = spawn_kubectl(&bin, &kc, &["exec", "-i", "box", "--", "cat"]);
     let mut exec_in = exec.stdin.take().unwrap();
     exec_in.write_all(b"still here\n").await.unwrap();
     let mut exec_out = BufReader::new(exec.stdout.take().unwrap()).lines();
@@ -617,12 +604,6 @@ async fn revocation_ends_open_streams_and_removes_the_service_account() {
         .unwrap()
         .unwrap();
     assert_eq!(echoed.as_deref(), Some("still here"));
-    let mut watch_out = BufReader::new(watch.stdout.take().unwrap()).lines();
-    let first = tokio::time::timeout(Duration::from_secs(20), watch_out.next_line())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(first.is_some());
 
     let (s, _) = env
         .admin
@@ -675,23 +656,7 @@ async fn deleting_the_cluster_ends_the_streams_open_on_its_tunnel() {
             Some(json!({"role": "project-admin", "project": "shop"})),
         )
         .await;
-    ok(&bin, &kc, &["get", "pods"], None).await;
-    let mut watch = tokio::process::Command::new(&bin)
-        .env_clear()
-        .env("KUBECONFIG", &kc)
-        .env("HOME", kc.parent().unwrap())
-        .args(["get", "pods", "-w"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut watch_out = BufReader::new(watch.stdout.take().unwrap()).lines();
-    let first = tokio::time::timeout(Duration::from_secs(20), watch_out.next_line())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(first.is_some(), "the watch is open");
+    let mut watch = open_watch(&bin, &kc).await;
     let (s, _) = env
         .admin
         .delete("/api/v1/projects/shop/clusters/prod")
@@ -704,6 +669,30 @@ async fn deleting_the_cluster_ends_the_streams_open_on_its_tunnel() {
         "the watch is still open after its cluster was deleted"
     );
     eprintln!("the watch ended {:?} after the deletion", deleted.elapsed());
+}
+
+/// A kubectl process with its standard streams piped.
+fn spawn_kubectl(bin: &Path, kc: &Path, args: &[&str]) -> tokio::process::Child {
+    kubesim::kubectl::command(bin, kc, args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// `kubectl get pods -w`, once it printed its first line (its output keeps flowing).
+async fn open_watch(bin: &Path, kc: &Path) -> tokio::process::Child {
+    let mut watch = spawn_kubectl(bin, kc, &["get", "pods", "-w"]);
+    let mut out = BufReader::new(watch.stdout.take().unwrap()).lines();
+    let first = tokio::time::timeout(Duration::from_secs(20), out.next_line())
+        .await
+        .expect("the watch prints within 20 s")
+        .unwrap();
+    assert!(first.is_some(), "the watch is open");
+    // The rest of its output is read and dropped, so the watch never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = out.next_line().await {} });
+    watch
 }
 
 async fn has_account(sim: &KubeSim, prefix: &str) -> bool {

@@ -43,20 +43,27 @@ pub struct Out {
     pub stderr: String,
 }
 
-pub async fn kubectl(bin: &Path, kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> Out {
+/// `bin ARGS` with only `kubeconfig` (and its directory as HOME) from the environment,
+/// killed when dropped.
+pub fn command(bin: &Path, kubeconfig: &Path, args: &[&str]) -> Command {
     let mut cmd = Command::new(bin);
     cmd.env_clear()
         .env("KUBECONFIG", kubeconfig)
         .env("HOME", kubeconfig.parent().unwrap())
         .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
         .kill_on_drop(true);
+    cmd
+}
+
+pub async fn kubectl(bin: &Path, kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> Out {
+    let mut cmd = command(bin, kubeconfig, args);
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("spawn kubectl");
     if let Some(input) = stdin {
         let mut w = child.stdin.take().unwrap();
@@ -95,14 +102,9 @@ pub async fn stream_until(
     mut done: impl FnMut(&[String]) -> bool,
     mut after_first_line: Option<Box<dyn FnMut() + Send>>,
 ) -> Vec<String> {
-    let mut child = Command::new(bin)
-        .env_clear()
-        .env("KUBECONFIG", kubeconfig)
-        .env("HOME", kubeconfig.parent().unwrap())
-        .args(args)
+    let mut child = command(bin, kubeconfig, args)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
-        .kill_on_drop(true)
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
@@ -138,16 +140,11 @@ pub async fn port_forward_round_trip(
     rounds: usize,
 ) {
     use tokio::io::AsyncReadExt;
-    let mut child = Command::new(bin)
-        .env_clear()
-        .env("KUBECONFIG", kubeconfig)
-        .env("HOME", kubeconfig.parent().unwrap())
-        .arg("port-forward")
+    let mut child = command(bin, kubeconfig, &["port-forward"])
         .args(extra)
         .args([target, &format!("0:{port}")])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
-        .kill_on_drop(true)
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();

@@ -114,8 +114,6 @@ pub async fn run(state: AppState, owner: TunnelOwner, upgrade: OnUpgrade) {
             tracing::info!(cluster = %owner.cluster.name, ?grace, "tunnel streams still open after the grace period; closing them");
         }
     }
-    // Whatever is still open on the tunnel ends here.
-    drop(tasks);
     tracing::info!(cluster = %owner.cluster.name, %reason, "agent disconnected");
     if let Some(status) = last {
         remember(
@@ -133,6 +131,10 @@ pub async fn run(state: AppState, owner: TunnelOwner, upgrade: OnUpgrade) {
         serde_json::json!({ "reason": reason }),
     )
     .await;
+    // The connection, and whatever is still open on it, ends here: once the disconnect is
+    // on record (a few milliseconds), so an agent that sees its tunnel close finds it in the
+    // log.
+    drop(tasks);
 }
 
 /// How a tunnel's open streams end with it.

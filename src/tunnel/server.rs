@@ -106,14 +106,6 @@ pub async fn run(state: AppState, owner: TunnelOwner, upgrade: OnUpgrade) {
     let last = state
         .tunnels
         .disconnect(cluster_id, registration.generation);
-    if ending == Ending::Drain {
-        // Answers still on their way (an agent closing gracefully finishes its streams;
-        // a draining server lets its clients' requests finish) get the grace period.
-        let grace = state.config.shutdown_grace;
-        if tokio::time::timeout(grace, tasks.finish()).await.is_err() {
-            tracing::info!(cluster = %owner.cluster.name, ?grace, "tunnel streams still open after the grace period; closing them");
-        }
-    }
     tracing::info!(cluster = %owner.cluster.name, %reason, "agent disconnected");
     if let Some(status) = last {
         remember(
@@ -131,9 +123,17 @@ pub async fn run(state: AppState, owner: TunnelOwner, upgrade: OnUpgrade) {
         serde_json::json!({ "reason": reason }),
     )
     .await;
-    // The connection, and whatever is still open on it, ends here: once the disconnect is
-    // on record (a few milliseconds), so an agent that sees its tunnel close finds it in the
-    // log.
+    // The disconnect is on record before the connection ends (an agent that sees its tunnel
+    // close finds it in the log, and a server that stops draining has written it).
+    if ending == Ending::Drain {
+        // Answers still on their way (an agent closing gracefully finishes its streams;
+        // a draining server lets its clients' requests finish) get the grace period.
+        let grace = state.config.shutdown_grace;
+        if tokio::time::timeout(grace, tasks.finish()).await.is_err() {
+            tracing::info!(cluster = %owner.cluster.name, ?grace, "tunnel streams still open after the grace period; closing them");
+        }
+    }
+    // The connection, and whatever is still open on it, ends here.
     drop(tasks);
 }
 

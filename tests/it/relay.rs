@@ -586,12 +586,7 @@ async fn cluster_rbac_decides_and_forged_identities_are_refused() {
 async fn revocation_ends_open_streams_and_removes_the_service_account() {
     let mut env = env().await;
     let bin = PathBuf::from("/usr/bin/kubectl");
-    let (kc, _) = env
-        .user(
-            "eve",
-            Some(json!({"role": "project-admin", "project": "shop"})),
-        )
-        .await;
+    let kc = project_admin(&mut env, "eve").await;
     ok(&bin, &kc, &["get", "pods"], None).await;
     assert!(has_account(&env.sim, "ztka-eve-").await);
     let mut watch = open_watch(&bin, &kc).await;
@@ -650,12 +645,7 @@ async fn revocation_ends_open_streams_and_removes_the_service_account() {
 async fn deleting_the_cluster_ends_the_streams_open_on_its_tunnel() {
     let mut env = env().await;
     let bin = PathBuf::from("/usr/bin/kubectl");
-    let (kc, _) = env
-        .user(
-            "wes",
-            Some(json!({"role": "project-admin", "project": "shop"})),
-        )
-        .await;
+    let kc = project_admin(&mut env, "wes").await;
     let mut watch = open_watch(&bin, &kc).await;
     let (s, _) = env
         .admin
@@ -671,6 +661,49 @@ async fn deleting_the_cluster_ends_the_streams_open_on_its_tunnel() {
     eprintln!("the watch ended {:?} after the deletion", deleted.elapsed());
 }
 
+/// An agent that stops gracefully finishes what it is answering: a followed log keeps
+/// streaming through the relay after the agent was told to stop and the server saw the
+/// tunnel close, until the agent's own limit (5 s) ends it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_in_flight_finish_when_the_agent_closes_its_tunnel() {
+    let mut env = env().await;
+    let bin = PathBuf::from("/usr/bin/kubectl");
+    let kc = project_admin(&mut env, "lia").await;
+    let (_logs, mut out) =
+        spawn_streaming(&bin, &kc, &["logs", "-f", "box", "-n", "default"]).await;
+    unsafe {
+        libc::kill(env.agent.id() as i32, libc::SIGTERM);
+    }
+    let stopped = Instant::now();
+    // A request on the closing tunnel makes the server see the agent's GOAWAY at once.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let _ = kubectl(&bin, &kc, &["get", "pods"], None).await;
+    let mut last = stopped;
+    while let Ok(Ok(Some(_))) = tokio::time::timeout(Duration::from_secs(10), out.next_line()).await
+    {
+        last = Instant::now();
+        if last - stopped > Duration::from_secs(2) {
+            break;
+        }
+    }
+    assert!(
+        last - stopped > Duration::from_secs(2),
+        "the followed log ended {:?} after the agent was told to stop",
+        last - stopped
+    );
+}
+
+/// A user with `project-admin` on the cluster's project, and their kubeconfig.
+async fn project_admin(env: &mut Env, name: &str) -> PathBuf {
+    let (kc, _) = env
+        .user(
+            name,
+            Some(json!({"role": "project-admin", "project": "shop"})),
+        )
+        .await;
+    kc
+}
+
 /// A kubectl process with its standard streams piped.
 fn spawn_kubectl(bin: &Path, kc: &Path, args: &[&str]) -> tokio::process::Child {
     kubesim::kubectl::command(bin, kc, args)
@@ -681,15 +714,27 @@ fn spawn_kubectl(bin: &Path, kc: &Path, args: &[&str]) -> tokio::process::Child 
         .unwrap()
 }
 
-/// `kubectl get pods -w`, once it printed its first line (its output keeps flowing).
-async fn open_watch(bin: &Path, kc: &Path) -> tokio::process::Child {
-    let mut watch = spawn_kubectl(bin, kc, &["get", "pods", "-w"]);
-    let mut out = BufReader::new(watch.stdout.take().unwrap()).lines();
+type OutputLines = tokio::io::Lines<BufReader<tokio::process::ChildStdout>>;
+
+/// A long-running kubectl, once it printed its first line, and the rest of its output.
+async fn spawn_streaming(
+    bin: &Path,
+    kc: &Path,
+    args: &[&str],
+) -> (tokio::process::Child, OutputLines) {
+    let mut child = spawn_kubectl(bin, kc, args);
+    let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
     let first = tokio::time::timeout(Duration::from_secs(20), out.next_line())
         .await
-        .expect("the watch prints within 20 s")
+        .unwrap_or_else(|_| panic!("kubectl {args:?} printed nothing within 20 s"))
         .unwrap();
-    assert!(first.is_some(), "the watch is open");
+    assert!(first.is_some(), "kubectl {args:?} ended at once");
+    (child, out)
+}
+
+/// `kubectl get pods -w`, open (its output keeps flowing).
+async fn open_watch(bin: &Path, kc: &Path) -> tokio::process::Child {
+    let (watch, mut out) = spawn_streaming(bin, kc, &["get", "pods", "-w"]).await;
     // The rest of its output is read and dropped, so the watch never blocks on a full pipe.
     tokio::spawn(async move { while let Ok(Some(_)) = out.next_line().await {} });
     watch

@@ -33,6 +33,9 @@ pub struct TunnelTasks {
     shared: Arc<Shared>,
     /// Wakes the driven future: sets [`Shared::driven_woken`].
     driven_waker: Waker,
+    /// The futures one round polls, swapped out of [`Shared::ready`] (its buffer is kept, so
+    /// a round allocates nothing).
+    running: VecDeque<Arc<Spawned>>,
 }
 
 /// hyper's side: an executor that queues futures on the tunnel's task. After the tunnel's
@@ -86,6 +89,7 @@ impl TunnelTasks {
             Self {
                 shared,
                 driven_waker,
+                running: VecDeque::new(),
             },
             executor,
         )
@@ -112,11 +116,12 @@ impl TunnelTasks {
     }
 
     fn poll_round<F: Future>(
-        &self,
+        &mut self,
         mut future: Pin<&mut F>,
         cx: &mut Context<'_>,
     ) -> Poll<F::Output> {
         let shared = &*self.shared;
+        let running = &mut self.running;
         {
             let mut waker = lock(&shared.waker);
             match waker.as_ref() {
@@ -134,8 +139,8 @@ impl TunnelTasks {
                 }
             }
             // The futures ready now; those they wake run in the next round.
-            let ready = std::mem::take(&mut *lock(&shared.ready));
-            for task in ready {
+            std::mem::swap(&mut *lock(&shared.ready), running);
+            for task in running.drain(..) {
                 task.run(shared);
             }
             if !shared.has_work() {

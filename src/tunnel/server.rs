@@ -68,18 +68,16 @@ pub async fn run(state: AppState, owner: TunnelOwner, upgrade: OnUpgrade) {
             .connect(cluster_id, sender.clone(), owner.agent_version.clone());
     tracing::info!(cluster = %owner.cluster.name, "agent connected");
 
-    let close = &registration.close;
-    let generation = registration.generation;
-    let (state_ref, owner_ref) = (&state, &owner);
     // The connection, the heartbeats and the per-request futures run from here on (the
-    // connect event's durable write included); `conn` and `beats` end with this future.
+    // connect event's durable write included); `conn` and `sender` move into this future
+    // and end with it.
     let (reason, ending) = tasks
-        .drive(async move {
-            audit(state_ref, owner_ref, "agent.connect", serde_json::json!({})).await;
-            let beats = heartbeats(state_ref, cluster_id, generation, sender);
+        .drive(async {
+            audit(&state, &owner, "agent.connect", serde_json::json!({})).await;
+            let beats = heartbeats(&state, cluster_id, registration.generation, sender);
             tokio::pin!(conn, beats);
             let expiry = async {
-                match owner_ref.certificate_expires {
+                match owner.certificate_expires {
                     Some(at) => {
                         let left = at - OffsetDateTime::now_utc();
                         tokio::time::sleep(std::time::Duration::try_from(left).unwrap_or_default())
@@ -95,8 +93,8 @@ pub async fn run(state: AppState, owner: TunnelOwner, upgrade: OnUpgrade) {
                     Err(e) => (format!("the connection failed: {e}"), Ending::Cut),
                 },
                 why = beats.as_mut() => (why, Ending::Cut),
-                _ = close.cancelled() => ("closed by the server".to_owned(), Ending::Cut),
-                _ = state_ref.shutdown.triggered() => {
+                _ = registration.close.cancelled() => ("closed by the server".to_owned(), Ending::Cut),
+                _ = state.shutdown.triggered() => {
                     ("the server is shutting down".to_owned(), Ending::Drain)
                 }
             }

@@ -5,6 +5,13 @@
 //! holds what was written until the connection task has let every other ready task run
 //! once: the frames those tasks produce in the meantime go out in the same write. On an idle
 //! tunnel the wait is one trip through the runtime's queue.
+//!
+//! The wait only pays when other requests are on their way, and on one request at a time
+//! it is pure cost: on a runtime with several workers, the yield wakes an idle worker (a
+//! futex wake, and the request moves to another thread). So a connection learns from its
+//! last wait: when nothing joined a yield, the next flushes go out at once, one more each
+//! time a yield finds nothing again (up to [`MAX_SKIP`]), and yielding resumes in full as
+//! soon as one pays off.
 
 use std::future::Future as _;
 use std::io;
@@ -13,6 +20,9 @@ use std::task::{Context, Poll, ready};
 
 /// Past this many held bytes, writes go out without waiting for a flush.
 const HOLD_LIMIT: usize = 256 * 1024;
+/// Most flushes that go out without yielding after yields that nothing joined: then the
+/// connection tries a yield again.
+const MAX_SKIP: u8 = 31;
 
 pub struct Coalesce<T> {
     inner: T,
@@ -21,8 +31,16 @@ pub struct Coalesce<T> {
     held: Vec<u8>,
     /// How much of `held` was written already.
     sent: usize,
-    /// Whether the task yielded once since the first held byte.
-    yielded: bool,
+    /// Bytes accepted so far (wrapping): a yield compares it before and after.
+    accepted: usize,
+    /// Set by a yielding flush: `accepted` then.
+    yielded_at: Option<usize>,
+    /// A flush is writing out what is held (and yields no more until it is done).
+    draining: bool,
+    /// Flushes still to go out without a yield.
+    skip: u8,
+    /// How many flushes the next yield that nothing joins makes skip.
+    backoff: u8,
     /// Whether it yields through the runtime's deferred wake (see [`Coalesce::poll_flush`]).
     defers: bool,
 }
@@ -39,7 +57,11 @@ impl<T> Coalesce<T> {
             holds: true,
             held: Vec::with_capacity(16 * 1024),
             sent: 0,
-            yielded: false,
+            accepted: 0,
+            yielded_at: None,
+            draining: false,
+            skip: 0,
+            backoff: 0,
             defers: several_workers(),
         }
     }
@@ -52,7 +74,11 @@ impl<T> Coalesce<T> {
             holds: false,
             held: Vec::new(),
             sent: 0,
-            yielded: false,
+            accepted: 0,
+            yielded_at: None,
+            draining: false,
+            skip: 0,
+            backoff: 0,
             defers: false,
         }
     }
@@ -79,6 +105,22 @@ impl<T: hyper::rt::Write + Unpin> Coalesce<T> {
             self.held.shrink_to(16 * 1024);
         }
         Poll::Ready(Ok(()))
+    }
+
+    /// Holds `bytes`.
+    fn hold(&mut self, bytes: &[u8]) {
+        self.held.extend_from_slice(bytes);
+        self.accepted = self.accepted.wrapping_add(bytes.len());
+    }
+
+    /// After a yield: whether anything joined decides whether the next flushes yield.
+    fn learn(&mut self, joined: bool) {
+        if joined {
+            self.backoff = 0;
+        } else {
+            self.backoff = (self.backoff * 2 + 1).min(MAX_SKIP);
+        }
+        self.skip = self.backoff;
     }
 
     /// Makes room before holding `incoming` more bytes.
@@ -110,7 +152,7 @@ impl<T: hyper::rt::Write + Unpin> hyper::rt::Write for Coalesce<T> {
             return Pin::new(&mut self.inner).poll_write(cx, buf);
         }
         ready!(self.poll_room(cx, buf.len()))?;
-        self.held.extend_from_slice(buf);
+        self.hold(buf);
         Poll::Ready(Ok(buf.len()))
     }
 
@@ -125,7 +167,7 @@ impl<T: hyper::rt::Write + Unpin> hyper::rt::Write for Coalesce<T> {
         let total = bufs.iter().map(|b| b.len()).sum();
         ready!(self.poll_room(cx, total))?;
         for b in bufs {
-            self.held.extend_from_slice(b);
+            self.hold(b);
         }
         Poll::Ready(Ok(total))
     }
@@ -135,22 +177,31 @@ impl<T: hyper::rt::Write + Unpin> hyper::rt::Write for Coalesce<T> {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if self.held.len() > self.sent && !self.yielded {
-            // Every task that is ready now runs (and may write) before this one flushes.
-            // On one worker, a task that wakes itself goes to the back of the run queue;
-            // with more, that wake would also wake an idle worker to steal it, so the task
-            // asks for tokio's deferred wake instead, which comes after the runtime has
-            // run its ready tasks and polled its I/O (one more `epoll_wait`).
-            self.yielded = true;
-            if self.defers {
-                let _ = std::pin::pin!(tokio::task::yield_now()).poll(cx);
+        if let Some(at) = self.yielded_at.take() {
+            let joined = self.accepted != at;
+            self.learn(joined);
+        } else if self.held.len() > self.sent && !self.draining {
+            if self.skip > 0 {
+                self.skip -= 1;
             } else {
-                cx.waker().wake_by_ref();
+                // Every task that is ready now runs (and may write) before this one
+                // flushes. On one worker, a task that wakes itself goes to the back of the
+                // run queue; with more, that wake would also wake an idle worker to steal
+                // it, so the task asks for tokio's deferred wake instead, which comes after
+                // the runtime has run its ready tasks and polled its I/O (one more
+                // `epoll_wait`).
+                self.yielded_at = Some(self.accepted);
+                if self.defers {
+                    let _ = std::pin::pin!(tokio::task::yield_now()).poll(cx);
+                } else {
+                    cx.waker().wake_by_ref();
+                }
+                return Poll::Pending;
             }
-            return Poll::Pending;
         }
+        self.draining = true;
         ready!(self.poll_drain(cx))?;
-        self.yielded = false;
+        self.draining = false;
         Pin::new(&mut self.inner).poll_flush(cx)
     }
 
@@ -228,6 +279,61 @@ mod tests {
             Poll::Ready(Ok(()))
         ));
         assert_eq!(rec.0.lock().unwrap().concat(), b"hello tunnelbye");
+    }
+
+    /// Writes a frame and flushes it out; `join` writes another frame during the yield, as
+    /// a second request would. Returns whether the flush yielded.
+    fn round(io: &mut Pin<&mut Coalesce<Recorder>>, join: bool) -> bool {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let _ = io.as_mut().poll_write(&mut cx, b"frame");
+        if io.as_mut().poll_flush(&mut cx).is_ready() {
+            return false;
+        }
+        if join {
+            let _ = io.as_mut().poll_write(&mut cx, b"joined");
+        }
+        assert!(io.as_mut().poll_flush(&mut cx).is_ready());
+        true
+    }
+
+    #[test]
+    fn yields_that_nothing_joins_make_the_next_flushes_go_out_at_once() {
+        let rec = Recorder::default();
+        let mut io = Coalesce::new(rec.clone());
+        let mut io = Pin::new(&mut io);
+        // One request at a time: each yield that finds nothing doubles the flushes that
+        // skip the next one (1, 3, 7, 15, then at most MAX_SKIP).
+        let yielded: Vec<bool> = (0..100).map(|_| round(&mut io, false)).collect();
+        let at: Vec<usize> = (0..100).filter(|&i| yielded[i]).collect();
+        assert_eq!(at, [0, 2, 6, 14, 30, 62, 94]);
+        assert_eq!(at[6] - at[5], usize::from(MAX_SKIP) + 1);
+        // Every frame went out, in order.
+        let written: Vec<u8> = rec.0.lock().unwrap().concat();
+        assert_eq!(written, b"frame".repeat(100));
+        // Once a yield pays off (another frame joined), every flush yields again.
+        let mut first = None;
+        for i in 0..=usize::from(MAX_SKIP) {
+            if round(&mut io, true) {
+                first = Some(i);
+                break;
+            }
+        }
+        assert!(first.is_some(), "a yield is tried within MAX_SKIP flushes");
+        assert!((0..10).all(|_| round(&mut io, true)));
+        // And one that finds nothing backs off again.
+        assert!(round(&mut io, false));
+        assert!(!round(&mut io, false));
+        assert!(round(&mut io, false));
+    }
+
+    #[test]
+    fn passthrough_writes_at_once_and_never_yields() {
+        let rec = Recorder::default();
+        let mut io = Coalesce::passthrough(rec.clone());
+        let mut io = Pin::new(&mut io);
+        assert!(!io.holds());
+        assert!((0..5).all(|_| !round(&mut io, false)));
+        assert_eq!(rec.0.lock().unwrap().concat(), b"frame".repeat(5));
     }
 
     #[test]

@@ -78,8 +78,8 @@ pub async fn kube_request(cluster: &Cluster, req: Request<Incoming>) -> Response
         Err(e) => return status(StatusCode::BAD_REQUEST, "BadRequest", e.to_string()),
     };
     for (k, v) in h.iter() {
-        if !crate::tunnel::is_stripped_request_header(k.as_str()) {
-            out.headers_mut().append(k.clone(), v.clone());
+        if let Some(v) = crate::tunnel::forwarded_request_header(k, v) {
+            out.headers_mut().append(k.clone(), v);
         }
     }
     if let Ok(v) = header::HeaderValue::from_str(&format!("Bearer {token}")) {

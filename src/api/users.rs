@@ -275,10 +275,13 @@ pub async fn reset_password(
     user.credentials_revoked_at = Some(now);
     user.updated_at = now;
     let event = caller.event("user.password.reset", Target::user(&user.name));
+    let id = user.id;
     commit(&state, &permit, event, move |txn| {
         store::users::update(txn, &user)
     })
     .await?;
+    // The reset voids the user's kubeconfigs too: their open streams end now.
+    crate::relay::credentials_revoked(&state, id).await;
     Ok(axum::Json(ResetPasswordResponse {
         password: generated.then_some(secret),
         must_change_password: true,

@@ -154,6 +154,8 @@ pub struct Authorizer {
     mirror: std::sync::RwLock<Mirror>,
     /// Counts changes to the mirror (memberships, grants), for caches derived from it.
     generation: std::sync::atomic::AtomicU64,
+    /// Signalled when a grant is added: it may expire before those already known.
+    added: tokio::sync::Notify,
 }
 
 fn grouping_rule(g: &Grant) -> Vec<String> {
@@ -227,6 +229,7 @@ impl Authorizer {
             enforcer: RwLock::new(enforcer),
             mirror: std::sync::RwLock::new(mirror),
             generation: Default::default(),
+            added: tokio::sync::Notify::new(),
         };
         this.prune_expired().await?;
         Ok(this)
@@ -340,7 +343,23 @@ impl Authorizer {
             let mut e = self.enforcer.write().await;
             e.add_grouping_policy(grouping_rule(grant)).await?;
         }
+        self.added.notify_one();
         Ok(())
+    }
+
+    /// The earliest expiry of a known grant later than `after`.
+    pub fn next_expiry_after(&self, after: OffsetDateTime) -> Option<OffsetDateTime> {
+        self.mirror()
+            .grants
+            .values()
+            .filter_map(|g| g.expires_at)
+            .filter(|t| *t > after)
+            .min()
+    }
+
+    /// Returns once a grant was added since the last call returned (at once if one was).
+    pub async fn grant_was_added(&self) {
+        self.added.notified().await
     }
 
     /// True when another active grant still yields the same grouping rule.

@@ -362,8 +362,8 @@ async fn forward(
     let on_upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
     let mut headers = HeaderMap::with_capacity(parts.headers.len() + 4);
     for (name, value) in parts.headers.iter() {
-        if !crate::tunnel::is_stripped_request_header(name.as_str()) {
-            headers.append(name.clone(), value.clone());
+        if let Some(value) = crate::tunnel::forwarded_request_header(name, value) {
+            headers.append(name.clone(), value);
         }
     }
     let ours = |v: String| HeaderValue::from_str(&v).ok();
@@ -549,6 +549,66 @@ async fn pipe(
     tokio::select! {
         _ = async { tokio::join!(upstream, downstream) } => {}
         _ = guard.token.cancelled() => {}
+    }
+}
+
+/// Longest sleep between two looks for grants that expired (a grant added meanwhile wakes
+/// the watch early).
+const EXPIRY_RECHECK: Duration = Duration::from_secs(300);
+
+/// Ends access as grants expire. Expired grants stop counting at once for the relay's
+/// decisions; this makes the holders' open streams end and the agents correct or remove
+/// their service accounts at the expiry, as removing the grant would, and records the
+/// expiry in the audit log. Runs until the server shuts down.
+pub async fn expire_grants(state: AppState) {
+    let mut since = time::OffsetDateTime::now_utc();
+    loop {
+        let now = time::OffsetDateTime::now_utc();
+        let wait = match state.authz.next_expiry_after(since) {
+            Some(t) if t <= now => Duration::ZERO,
+            Some(t) => Duration::try_from(t - now)
+                .unwrap_or(EXPIRY_RECHECK)
+                .min(EXPIRY_RECHECK),
+            None => EXPIRY_RECHECK,
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = state.authz.grant_was_added() => continue,
+            _ = state.shutdown.triggered() => return,
+        }
+        let now = time::OffsetDateTime::now_utc();
+        let expired = state
+            .authz
+            .grants_matching(|g| g.expires_at.is_some_and(|t| t > since && t <= now));
+        since = now;
+        if expired.is_empty() {
+            continue;
+        }
+        let mut users: Vec<Uuid> = expired
+            .iter()
+            .flat_map(|g| state.authz.users_of(&g.subject))
+            .collect();
+        users.sort();
+        users.dedup();
+        for g in &expired {
+            let mut target = Target::of("grant", &g.id.to_string());
+            target.project = g.project.clone();
+            let mut event = NewEvent::system("grant.expire", target);
+            event.details = serde_json::json!({
+                "role": g.role.name(),
+                "subject": g.subject.policy_name(),
+                "namespaces": g.namespaces,
+            });
+            if let Err(e) = state.audit.append(event, Durability::Durable).await {
+                tracing::error!(error = %e, "cannot record a grant's expiry");
+            }
+        }
+        tracing::info!(
+            grants = expired.len(),
+            users = users.len(),
+            "grants expired; ending the access they gave"
+        );
+        access_changed(&state, users).await;
     }
 }
 

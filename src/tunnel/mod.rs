@@ -151,9 +151,43 @@ pub fn query_flag(query: Option<&str>, name: &str) -> bool {
     })
 }
 
+/// A client's request header as it travels towards the API server: None when it is
+/// stripped (see [`is_stripped_request_header`]); `Sec-WebSocket-Protocol` loses every
+/// bearer-token subprotocol (the API server takes a token from there too, for browsers,
+/// which cannot set `Authorization` on a WebSocket) and is dropped when nothing is left.
+/// The relay applies this to kubectl's request; the agent again before the API server.
+pub fn forwarded_request_header(
+    name: &axum::http::HeaderName,
+    value: &axum::http::HeaderValue,
+) -> Option<axum::http::HeaderValue> {
+    if is_stripped_request_header(name.as_str()) {
+        return None;
+    }
+    if name != axum::http::header::SEC_WEBSOCKET_PROTOCOL {
+        return Some(value.clone());
+    }
+    let protocols = value.to_str().ok()?;
+    let kept: Vec<&str> = protocols
+        .split(',')
+        .map(str::trim)
+        .filter(|p| {
+            !p.is_empty()
+                && !p
+                    .get(..BEARER_PROTOCOL.len())
+                    .is_some_and(|head| head.eq_ignore_ascii_case(BEARER_PROTOCOL))
+        })
+        .collect();
+    if kept.is_empty() {
+        return None;
+    }
+    axum::http::HeaderValue::from_str(&kept.join(", ")).ok()
+}
+
+/// The WebSocket subprotocol prefix that carries a bearer token.
+const BEARER_PROTOCOL: &str = "base64url.bearer.authorization.k8s.io.";
+
 /// Request headers that never travel from a client towards the API server: hop-by-hop
-/// ones, any credential or identity a client could claim, and `Host`. The relay removes
-/// them from kubectl's request; the agent removes them again before the API server.
+/// ones, any credential or identity a client could claim, and `Host`.
 pub fn is_stripped_request_header(name: &str) -> bool {
     is_hop_by_hop(name)
         || matches!(
@@ -162,4 +196,73 @@ pub fn is_stripped_request_header(name: &str) -> bool {
         )
         || name.starts_with("impersonate-")
         || name.starts_with("x-remote-")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::{HeaderName, HeaderValue};
+
+    fn forwarded(name: &str, value: &str) -> Option<String> {
+        forwarded_request_header(
+            &HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            &HeaderValue::from_str(value).unwrap(),
+        )
+        .map(|v| v.to_str().unwrap().to_owned())
+    }
+
+    #[test]
+    fn credentials_and_identities_from_a_client_do_not_travel() {
+        for name in [
+            "authorization",
+            "proxy-authorization",
+            "cookie",
+            "host",
+            "impersonate-user",
+            "impersonate-group",
+            "impersonate-uid",
+            "impersonate-extra-scopes",
+            "x-remote-user",
+            "x-remote-group",
+            "x-ztka-access",
+            "x-ztka-user-id",
+            "connection",
+            "upgrade",
+        ] {
+            assert_eq!(forwarded(name, "x"), None, "{name}");
+        }
+        for (name, value) in [
+            ("accept", "application/json"),
+            ("user-agent", "kubectl/v1.33"),
+            ("content-type", "application/apply-patch+yaml"),
+        ] {
+            assert_eq!(forwarded(name, value).as_deref(), Some(value), "{name}");
+        }
+    }
+
+    #[test]
+    fn a_bearer_token_subprotocol_is_removed_and_the_rest_kept() {
+        let token = "base64url.bearer.authorization.k8s.io.ZXlKaGJHY2lPaUpT";
+        assert_eq!(
+            forwarded(
+                "sec-websocket-protocol",
+                &format!("v5.channel.k8s.io, {token}, v4.channel.k8s.io")
+            )
+            .as_deref(),
+            Some("v5.channel.k8s.io, v4.channel.k8s.io")
+        );
+        assert_eq!(forwarded("sec-websocket-protocol", token), None);
+        assert_eq!(
+            forwarded(
+                "sec-websocket-protocol",
+                "BASE64URL.Bearer.Authorization.K8S.io.eA,v5.channel.k8s.io"
+            )
+            .as_deref(),
+            Some("v5.channel.k8s.io")
+        );
+        assert_eq!(
+            forwarded("sec-websocket-protocol", "v5.channel.k8s.io").as_deref(),
+            Some("v5.channel.k8s.io")
+        );
+    }
 }

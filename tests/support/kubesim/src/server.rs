@@ -170,30 +170,45 @@ impl Query {
     }
 }
 
-fn bearer(headers: &HeaderMap) -> Option<String> {
+/// The bearer tokens a request presents, in the order the real server's authenticators try
+/// them: the `Authorization` header, then a WebSocket subprotocol (browsers cannot set
+/// headers on WebSockets, so the real server also reads a token from there).
+fn bearers(headers: &HeaderMap) -> Vec<String> {
+    let mut found = Vec::new();
     if let Some(v) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         && let Some(t) = v.strip_prefix("Bearer ")
     {
-        return Some(t.trim().to_owned());
+        found.push(t.trim().to_owned());
     }
-    // Browsers cannot set headers on WebSockets; the real server reads the token from a
-    // subprotocol instead.
-    let protocols = headers.get(header::SEC_WEBSOCKET_PROTOCOL)?.to_str().ok()?;
-    protocols.split(',').find_map(|p| {
-        let enc = p
-            .trim()
-            .strip_prefix("base64url.bearer.authorization.k8s.io.")?;
-        let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(enc.trim_end_matches('='))
-            .ok()?;
-        String::from_utf8(raw).ok()
-    })
+    if let Some(protocols) = headers
+        .get(header::SEC_WEBSOCKET_PROTOCOL)
+        .and_then(|v| v.to_str().ok())
+    {
+        found.extend(protocols.split(',').filter_map(|p| {
+            let enc = p
+                .trim()
+                .strip_prefix("base64url.bearer.authorization.k8s.io.")?;
+            let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(enc.trim_end_matches('='))
+                .ok()?;
+            String::from_utf8(raw).ok()
+        }));
+    }
+    found
 }
 
+/// The first token that authenticates wins, as with the real server's union of
+/// authenticators: an invalid `Authorization` token does not stop a valid one in a
+/// WebSocket subprotocol.
 pub(crate) fn authenticate(inner: &Inner, headers: &HeaderMap) -> Option<User> {
-    let token = bearer(headers)?;
+    bearers(headers)
+        .iter()
+        .find_map(|token| authenticate_token(inner, token))
+}
+
+fn authenticate_token(inner: &Inner, token: &str) -> Option<User> {
     if token == inner.admin_token {
         return Some(User {
             name: "kubesim-admin".into(),
@@ -201,7 +216,7 @@ pub(crate) fn authenticate(inner: &Inner, headers: &HeaderMap) -> Option<User> {
             groups: vec!["system:masters".into(), "system:authenticated".into()],
         });
     }
-    let info = inner.tokens().get(&token).cloned()?;
+    let info = inner.tokens().get(token).cloned()?;
     if info.expires <= time::OffsetDateTime::now_utc() {
         return None;
     }
@@ -386,7 +401,7 @@ async fn dispatch(inner: &Arc<Inner>, req: Request, who: &mut Option<User>) -> R
             path.as_str(),
             "/healthz" | "/livez" | "/readyz" | "/version"
         );
-        if public && bearer(&parts.headers).is_none() && parts.method == Method::GET {
+        if public && bearers(&parts.headers).is_empty() && parts.method == Method::GET {
             return discovery(&inner, &path, &parts.headers);
         }
         return json_response(401, &status(401, "Unauthorized", "Unauthorized", None));

@@ -44,7 +44,8 @@ pub fn account_name(user_name: &str, user: Uuid) -> String {
 
 struct Entry {
     account: String,
-    access: ClusterAccess,
+    /// What the bindings were last made for; None when unknown (the next request syncs).
+    access: Option<ClusterAccess>,
     token: Option<(String, Instant)>,
     last_used: Instant,
 }
@@ -88,7 +89,7 @@ impl Accounts {
         {
             let mut cache = self.cache();
             if let Some(e) = cache.get_mut(&user)
-                && e.access == *access
+                && e.access.as_ref() == Some(access)
                 && let Some((token, renew_at)) = &e.token
                 && Instant::now() < *renew_at
             {
@@ -98,7 +99,10 @@ impl Accounts {
         }
         let _serial = self.changes.lock().await;
         let account = account_name(user_name, user);
-        let synced = self.cache().get(&user).is_some_and(|e| e.access == *access);
+        let synced = self
+            .cache()
+            .get(&user)
+            .is_some_and(|e| e.access.as_ref() == Some(access));
         if !synced {
             self.ensure_account(user, &account).await?;
             self.sync_bindings(user, &account, access).await?;
@@ -108,7 +112,7 @@ impl Accounts {
             user,
             Entry {
                 account,
-                access: access.clone(),
+                access: Some(access.clone()),
                 token: Some((token.clone(), renew_at)),
                 last_used: Instant::now(),
             },
@@ -263,10 +267,25 @@ impl Accounts {
             let account = account_name(user_name, user);
             self.sync_bindings(user, &account, access).await?;
             if let Some(e) = self.cache().get_mut(&user) {
-                e.access = access.clone();
+                e.access = Some(access.clone());
             }
         }
         Ok(())
+    }
+
+    /// Drops what is cached for the user (token, known access): the next request checks
+    /// the account and its bindings again and asks for a new token. The account stays
+    /// known, so the sweep still removes it when unused.
+    pub fn forget(&self, user: Uuid) {
+        if let Some(e) = self.cache().get_mut(&user) {
+            e.token = None;
+            e.access = None;
+        }
+    }
+
+    /// Users with a service account here (made or adopted by this agent).
+    pub fn users(&self) -> Vec<Uuid> {
+        self.cache().keys().copied().collect()
     }
 
     /// Deletes the user's service account and bindings.
@@ -353,11 +372,7 @@ impl Accounts {
                 Entry {
                     account: sa.metadata.name.clone().unwrap_or_default(),
                     // Unknown: the next request re-syncs the bindings.
-                    access: ClusterAccess {
-                        full: true,
-                        read_only: true,
-                        ..Default::default()
-                    },
+                    access: None,
                     token: None,
                     last_used: Instant::now(),
                 }

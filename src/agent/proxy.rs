@@ -9,7 +9,7 @@ use bytes::Bytes;
 use futures_util::StreamExt as _;
 use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
-use hyper::{HeaderMap, Request, Response, StatusCode, header};
+use hyper::{HeaderMap, Method, Request, Response, StatusCode, header};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use uuid::Uuid;
@@ -85,30 +85,54 @@ pub async fn kube_request(cluster: &Cluster, req: Request<Incoming>) -> Response
     if let Ok(v) = header::HeaderValue::from_str(&format!("Bearer {token}")) {
         out.headers_mut().insert(header::AUTHORIZATION, v);
     }
-    match upgrade {
-        Some(protocol) => upgrade_request(cluster, out, protocol, body).await,
-        None => {
-            let (p, ()) = out.into_parts();
-            let client = if is_streaming(p.uri.path(), p.uri.query()) {
-                &cluster.upstream.streaming
-            } else {
-                &cluster.upstream.client
-            };
-            let req = Request::from_parts(p, Body::new(body));
-            match client.request(req).await {
-                Ok(res) => {
-                    let (mut p, b) = res.into_parts();
-                    p.headers.retain_hop_by_hop();
-                    Response::from_parts(p, Body::new(b))
-                }
-                Err(e) => status(
-                    StatusCode::BAD_GATEWAY,
-                    "ServiceUnavailable",
-                    format!("the Kubernetes API server did not answer: {e}"),
-                ),
+    let Some(protocol) = upgrade else {
+        let (p, ()) = out.into_parts();
+        let client = if is_streaming(p.uri.path(), p.uri.query()) {
+            &cluster.upstream.streaming
+        } else {
+            &cluster.upstream.client
+        };
+        // A read without a body can be sent again as it was.
+        let replay = matches!(p.method, Method::GET | Method::HEAD)
+            .then(|| (p.method.clone(), p.uri.clone(), p.headers.clone()));
+        let mut answer = client
+            .request(Request::from_parts(p, Body::new(body)))
+            .await;
+        if answer
+            .as_ref()
+            .is_ok_and(|r| r.status() == StatusCode::UNAUTHORIZED)
+        {
+            // The API server no longer takes the cached token: its service account was
+            // deleted or replaced behind the agent's back, or the token revoked. A fresh
+            // account and token are made, at once for a read, else on the next request.
+            tracing::info!(%user, "the API server refused the user's token; renewing it");
+            cluster.accounts.forget(user);
+            if let Some((method, uri, mut headers)) = replay
+                && let Ok(token) = cluster.accounts.token(user, name, &access).await
+                && let Ok(v) = header::HeaderValue::from_str(&format!("Bearer {token}"))
+            {
+                headers.insert(header::AUTHORIZATION, v);
+                let mut again = Request::new(Body::empty());
+                *again.method_mut() = method;
+                *again.uri_mut() = uri;
+                *again.headers_mut() = headers;
+                answer = client.request(again).await;
             }
         }
-    }
+        return match answer {
+            Ok(res) => {
+                let (mut p, b) = res.into_parts();
+                p.headers.retain_hop_by_hop();
+                Response::from_parts(p, Body::new(b))
+            }
+            Err(e) => status(
+                StatusCode::BAD_GATEWAY,
+                "ServiceUnavailable",
+                format!("the Kubernetes API server did not answer: {e}"),
+            ),
+        };
+    };
+    upgrade_request(cluster, out, protocol, body).await
 }
 
 /// Watches (`?watch=true`, or the older `/watch/` paths) and followed logs: requests whose

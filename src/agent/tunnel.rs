@@ -126,6 +126,11 @@ async fn handle(ctx: Arc<Context>, req: Request<Incoming>) -> Response<Body> {
                     Some(k) => k.version().await,
                     None => None,
                 },
+                accounts: ctx
+                    .kube
+                    .as_ref()
+                    .map(|k| k.accounts.users())
+                    .unwrap_or_default(),
             };
             json_response(StatusCode::OK, &beat)
         }

@@ -663,41 +663,98 @@ fn push_access(
     grants: Option<&Vec<crate::domain::org::Grant>>,
 ) {
     for (cluster, project) in clusters {
-        let cluster = *cluster;
-        let Some(mut sender) = state.tunnels.sender(cluster) else {
-            continue;
-        };
         let access = grants
             .map(|g| ClusterAccess::from_grants(g, project))
             .unwrap_or_default();
-        let body = serde_json::to_vec(&UserAccess {
-            user: name.to_owned(),
-            access,
-        })
-        .unwrap_or_default();
-        let Ok(req) = hyper::Request::post(format!(
-            "http://agent{}",
-            crate::tunnel::user_access_path(user_id)
-        ))
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Body::from(body)) else {
-            continue;
-        };
-        tokio::spawn(async move {
-            let sent = async {
-                sender.ready().await?;
-                sender.send_request(req).await
-            };
-            match tokio::time::timeout(Duration::from_secs(30), sent).await {
-                Ok(Ok(res)) if res.status().is_success() => {}
-                Ok(Ok(res)) => {
-                    tracing::warn!(%cluster, status = %res.status(), "agent could not apply an access change")
-                }
-                Ok(Err(e)) => {
-                    tracing::warn!(%cluster, error = %e, "cannot reach the agent for an access change")
-                }
-                Err(_) => tracing::warn!(%cluster, "the agent did not confirm an access change"),
-            }
-        });
+        push_to(state, *cluster, user_id, name, access);
     }
+}
+
+/// When an agent connects, the users it keeps service accounts for get their current
+/// access pushed: accounts of users who lost access while the agent was away (deleted,
+/// disabled, grant or membership removed, or kubeconfigs revoked since `away_since`) are
+/// removed now instead of after the TTL, and bindings follow grants that changed.
+pub async fn agent_connected(
+    state: &AppState,
+    cluster: Uuid,
+    accounts: Vec<Uuid>,
+    away_since: Option<time::OffsetDateTime>,
+) {
+    if accounts.is_empty() {
+        return;
+    }
+    let found = state
+        .store
+        .read(move |txn| {
+            let Some(c) = named::read::by_id::<Cluster>(txn, &cluster.to_string())? else {
+                return Ok(None);
+            };
+            let Some(p) = named::read::by_id::<Project>(txn, &c.project_id.to_string())? else {
+                return Ok(None);
+            };
+            let mut users = Vec::with_capacity(accounts.len());
+            for id in accounts {
+                users.push((id, crate::store::users::get(txn, id)?));
+            }
+            Ok(Some((p.name, users)))
+        })
+        .await;
+    let (project, users) = match found {
+        Ok(Some(found)) => found,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::warn!(%cluster, error = %e, "cannot check the agent's service accounts");
+            return;
+        }
+    };
+    for (id, user) in users {
+        let revoked_meanwhile = |u: &User| match (u.credentials_revoked_at, away_since) {
+            (Some(revoked), Some(away)) => revoked >= away,
+            _ => false,
+        };
+        let access = match &user {
+            Some(u) if !u.disabled && !revoked_meanwhile(u) => {
+                ClusterAccess::from_grants(&state.authz.effective_grants(id), &project)
+            }
+            _ => ClusterAccess::default(),
+        };
+        let name = user.map(|u| u.name).unwrap_or_default();
+        push_to(state, cluster, id, &name, access);
+    }
+}
+
+/// Tells the cluster's agent, if connected, the user's access there (none: remove).
+fn push_to(state: &AppState, cluster: Uuid, user_id: Uuid, name: &str, access: ClusterAccess) {
+    let Some(mut sender) = state.tunnels.sender(cluster) else {
+        return;
+    };
+    let body = serde_json::to_vec(&UserAccess {
+        user: name.to_owned(),
+        access,
+    })
+    .unwrap_or_default();
+    let Ok(req) = hyper::Request::post(format!(
+        "http://agent{}",
+        crate::tunnel::user_access_path(user_id)
+    ))
+    .header(header::CONTENT_TYPE, "application/json")
+    .body(Body::from(body)) else {
+        return;
+    };
+    tokio::spawn(async move {
+        let sent = async {
+            sender.ready().await?;
+            sender.send_request(req).await
+        };
+        match tokio::time::timeout(Duration::from_secs(30), sent).await {
+            Ok(Ok(res)) if res.status().is_success() => {}
+            Ok(Ok(res)) => {
+                tracing::warn!(%cluster, status = %res.status(), "agent could not apply an access change")
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(%cluster, error = %e, "cannot reach the agent for an access change")
+            }
+            Err(_) => tracing::warn!(%cluster, "the agent did not confirm an access change"),
+        }
+    });
 }

@@ -71,6 +71,11 @@ pub struct Heartbeat {
     pub agent_version: String,
     #[serde(default)]
     pub kubernetes_version: Option<String>,
+    /// Users the agent keeps a service account for. The server answers the first heartbeat
+    /// of a tunnel with each one's current access, so accounts of users who lost it while
+    /// the agent was away go at once.
+    #[serde(default)]
+    pub accounts: Vec<uuid::Uuid>,
 }
 
 /// Registration request and answer on [`REGISTER_PATH`] (and the renewal path, which takes

@@ -156,7 +156,7 @@ async fn heartbeats(
         if !first {
             tokio::time::sleep(HEARTBEAT_INTERVAL).await;
         }
-        let beat = match tokio::time::timeout(HEARTBEAT_TIMEOUT, heartbeat(&mut sender)).await {
+        let mut beat = match tokio::time::timeout(HEARTBEAT_TIMEOUT, heartbeat(&mut sender)).await {
             Ok(Ok(beat)) => beat,
             Ok(Err(e)) => return format!("heartbeat failed: {e}"),
             Err(_) => {
@@ -170,10 +170,25 @@ async fn heartbeats(
             Some(beat.agent_version.clone()),
             beat.kubernetes_version.clone(),
         );
+        let accounts = if first {
+            std::mem::take(&mut beat.accounts)
+        } else {
+            Vec::new()
+        };
         state.tunnels.heartbeat(cluster, generation, beat);
         if first {
+            let away_since = state
+                .store
+                .read(move |txn| {
+                    crate::store::named::read::by_id::<Cluster>(txn, &cluster.to_string())
+                })
+                .await
+                .ok()
+                .flatten()
+                .and_then(|c| c.last_seen);
             // Versions are kept on the cluster record so an offline cluster still shows them.
             remember(state, cluster, versions.0, versions.1).await;
+            crate::relay::agent_connected(state, cluster, accounts, away_since).await;
         }
         first = false;
     }

@@ -40,6 +40,38 @@ fn pod(ns: &str, name: &str) -> Value {
         "spec": {"containers": [{"name": "main", "image": "busybox"}]}})
 }
 
+/// `ztka agent` as the tests run it: files in `dir` (`token`, `agent.kubeconfig`).
+fn spawn_agent(dir: &Path, external: &str, data: &Path) -> std::process::Child {
+    ztka()
+        .args(["agent", "--server", external, "--server-ca"])
+        .arg(data.join("ca.crt"))
+        .arg("--token-file")
+        .arg(dir.join("token"))
+        .arg("--kubeconfig")
+        .arg(dir.join("agent.kubeconfig"))
+        .env("KUBERNETES_SERVICE_HOST", "kubesim")
+        .env("ZTKA_LOG", "ztka=debug")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap()
+}
+
+async fn wait_online(admin: &mut ApiClient) {
+    let start = Instant::now();
+    loop {
+        let (_, b) = admin.get("/api/v1/projects/shop/clusters/prod").await;
+        if b["status"]["state"] == "online" {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "agent never came online: {b}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Simulator with the install manifest applied, a server, and an agent that runs with the
 /// agent service account's own token (so its least privilege is what is exercised).
 async fn env() -> Env {
@@ -89,31 +121,8 @@ async fn env() -> Env {
     .unwrap();
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, boot["token"].as_str().unwrap()).unwrap();
-    let agent = ztka()
-        .args(["agent", "--server", &external, "--server-ca"])
-        .arg(data.join("ca.crt"))
-        .arg("--token-file")
-        .arg(&token_file)
-        .arg("--kubeconfig")
-        .arg(&agent_kc)
-        .env("KUBERNETES_SERVICE_HOST", "kubesim")
-        .env("ZTKA_LOG", "ztka=debug")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    loop {
-        let (_, b) = admin.get("/api/v1/projects/shop/clusters/prod").await;
-        if b["status"]["state"] == "online" {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "agent never came online: {b}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let agent = spawn_agent(dir.path(), &external, &data);
+    wait_online(&mut admin).await;
     let secret = sim
         .get("v1", "Secret", "ztka-system", "ztka-agent-identity")
         .await
@@ -135,8 +144,48 @@ async fn env() -> Env {
 }
 
 impl Env {
+    /// Stops the agent (SIGKILL) and starts it again, once the server saw the tunnel go.
+    async fn restart_agent(&mut self, while_away: impl AsyncFnOnce(&mut Self)) {
+        let _ = self.agent.kill();
+        let _ = self.agent.wait();
+        let start = Instant::now();
+        loop {
+            let (_, b) = self.admin.get("/api/v1/projects/shop/clusters/prod").await;
+            if b["status"]["state"] != "online" {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "still online: {b}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        while_away(self).await;
+        let external = self.server.url("");
+        self.agent = spawn_agent(
+            self.dir.path(),
+            external.trim_end_matches('/'),
+            &self.server.data_dir,
+        );
+        wait_online(&mut self.admin).await;
+    }
+
     /// Creates a local user with a grant, signs in as them and downloads their kubeconfig.
     async fn user(&mut self, name: &str, grant: Option<Value>) -> (PathBuf, ApiClient) {
+        self.user_with(name, grant, None).await
+    }
+
+    /// The same for a user whose access comes from membership of `group`.
+    async fn user_in_group(&mut self, name: &str, group: &str) -> PathBuf {
+        self.user_with(name, None, Some(group)).await.0
+    }
+
+    async fn user_with(
+        &mut self,
+        name: &str,
+        grant: Option<Value>,
+        group: Option<&str>,
+    ) -> (PathBuf, ApiClient) {
         let pw = "a long enough password";
         let (s, b) = self
             .admin
@@ -151,6 +200,16 @@ impl Env {
             let (s, b) = self.admin.post("/api/v1/grants", g).await;
             assert_eq!(s, 201, "{b}");
         }
+        if let Some(group) = group {
+            let (s, b) = self
+                .admin
+                .post(
+                    &format!("/api/v1/groups/{group}/members"),
+                    json!({"user": name}),
+                )
+                .await;
+            assert!((200..300).contains(&s), "{s} {b}");
+        }
         let mut c = ApiClient::new(self.server.client(), self.server.url(""));
         let (s, b) = c
             .post(
@@ -161,6 +220,17 @@ impl Env {
         assert_eq!(s, 200, "{b}");
         let path = self.download(&mut c, name).await;
         (path, c)
+    }
+
+    /// The id of the grant held by user `name`.
+    async fn grant_of(&mut self, name: &str) -> String {
+        let (_, b) = self.admin.get("/api/v1/grants?limit=100").await;
+        let found = b["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["subject"]["name"] == name);
+        found.unwrap()["id"].as_str().unwrap().to_owned()
     }
 
     async fn download(&self, c: &mut ApiClient, name: &str) -> PathBuf {
@@ -489,6 +559,52 @@ async fn cluster_rbac_decides_and_forged_identities_are_refused() {
         assert_eq!(s, 403, "{headers:?}: {b}");
         assert_eq!(b["kind"], "Status");
     }
+    // With full access the same forgeries would succeed if any of them reached the API
+    // server (the user's service account may impersonate): it must still see that account.
+    let (full, _) = env
+        .user(
+            "fred",
+            Some(json!({"role": "project-admin", "project": "shop"})),
+        )
+        .await;
+    let token_protocol = format!(
+        "base64url.bearer.authorization.k8s.io.{}, v5.channel.k8s.io",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&admin_token)
+    );
+    for headers in [
+        vec![
+            ("impersonate-user", "system:admin"),
+            ("impersonate-group", "system:masters"),
+        ],
+        vec![("authorization", bearer.as_str())],
+        vec![("sec-websocket-protocol", token_protocol.as_str())],
+    ] {
+        env.sim.clear_requests();
+        let (s, b) = raw(
+            &env,
+            Some(identity(&full)),
+            "/k8s/prod/api/v1/namespaces/default/secrets",
+            &headers,
+        )
+        .await;
+        assert_eq!(s, 200, "{headers:?}: {b}");
+        let seen: Vec<(String, usize)> = env
+            .sim
+            .requests()
+            .into_iter()
+            .filter(|r| r.uri.ends_with("/namespaces/default/secrets"))
+            .map(|r| (r.user, r.tokens))
+            .collect();
+        assert_eq!(seen.len(), 1, "{headers:?}: {seen:?}");
+        assert!(
+            seen[0]
+                .0
+                .starts_with("system:serviceaccount:ztka-system:ztka-fred-"),
+            "{headers:?} reached the API server as {}",
+            seen[0].0
+        );
+        assert_eq!(seen[0].1, 1, "{headers:?}: only the agent's token for fred");
+    }
     // A client's request id is replaced by the server's own, which the audit event carries.
     let client = client_trusting(&[env.server.data_dir.join("ca.crt")], Some(rita()));
     let res = client
@@ -639,6 +755,165 @@ async fn revocation_ends_open_streams_and_removes_the_service_account() {
     assert!(!b["items"].as_array().unwrap().is_empty(), "{b}");
 }
 
+/// Every way access ends works as a revocation does: the user's open streams end, the
+/// next request is refused, and the agent removes the service account — disabling or
+/// deleting the user, removing their grant or their group membership, a grant's expiry and
+/// a password reset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_way_access_ends_closes_streams_and_removes_the_account() {
+    let mut env = env().await;
+    let bin = PathBuf::from("/usr/bin/kubectl");
+    let (s, _) = env
+        .admin
+        .post("/api/v1/groups", json!({"name": "ops"}))
+        .await;
+    assert_eq!(s, 201);
+    let (s, b) = env
+        .admin
+        .post(
+            "/api/v1/grants",
+            json!({"group": "ops", "role": "project-admin", "project": "shop"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let mut open = Vec::new();
+    for name in ["dora", "dean", "gina", "pam"] {
+        let kc = project_admin(&mut env, name).await;
+        open.push((name, kc));
+    }
+    let mona = env.user_in_group("mona", "ops").await;
+    open.push(("mona", mona));
+    // Expires once everyone's streams are open.
+    let expiry = time::OffsetDateTime::now_utc() + time::Duration::seconds(20);
+    let (exa, _) = env
+        .user(
+            "exa",
+            Some(json!({"role": "project-admin", "project": "shop",
+                "expires_at": expiry.format(&time::format_description::well_known::Rfc3339).unwrap()})),
+        )
+        .await;
+    open.push(("exa", exa));
+    let mut watches = Vec::new();
+    for (name, kc) in &open {
+        ok(&bin, kc, &["get", "pods"], None).await;
+        assert!(has_account(&env.sim, &format!("ztka-{name}-")).await);
+        watches.push(open_watch(&bin, kc).await);
+    }
+    let gina_grant = env.grant_of("gina").await;
+    for ((name, kc), mut watch) in open.iter().zip(watches) {
+        let what = match *name {
+            "dora" => {
+                let (s, b) = env
+                    .admin
+                    .patch("/api/v1/users/dora", json!({"disabled": true}))
+                    .await;
+                assert_eq!(s, 200, "{b}");
+                "disabling the user"
+            }
+            "dean" => {
+                let (s, _) = env.admin.delete("/api/v1/users/dean").await;
+                assert_eq!(s, 204);
+                "deleting the user"
+            }
+            "gina" => {
+                let (s, _) = env
+                    .admin
+                    .delete(&format!("/api/v1/grants/{gina_grant}"))
+                    .await;
+                assert_eq!(s, 204);
+                "removing the grant"
+            }
+            "pam" => {
+                let (s, b) = env
+                    .admin
+                    .post("/api/v1/users/pam/password", json!({}))
+                    .await;
+                assert_eq!(s, 200, "{b}");
+                "resetting the password"
+            }
+            "mona" => {
+                let (s, _) = env.admin.delete("/api/v1/groups/ops/members/mona").await;
+                assert_eq!(s, 204);
+                "removing the group membership"
+            }
+            _ => {
+                let left = expiry - time::OffsetDateTime::now_utc();
+                if let Ok(left) = Duration::try_from(left) {
+                    tokio::time::sleep(left).await;
+                }
+                "the grant's expiry"
+            }
+        };
+        let ended = tokio::time::timeout(Duration::from_secs(5), watch.wait()).await;
+        assert!(ended.is_ok(), "{name}'s watch is still open after {what}");
+        let out = kubectl(&bin, kc, &["get", "pods"], None).await;
+        assert_ne!(out.code, 0, "{name} still gets through after {what}");
+        let start = Instant::now();
+        while has_account(&env.sim, &format!("ztka-{name}-")).await {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "{name}'s service account is still there after {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let (_, b) = env.admin.get("/api/v1/audit?action=grant.expire").await;
+    assert_eq!(b["items"].as_array().unwrap().len(), 1, "{b}");
+}
+
+/// The agent catches up with what changed behind its back: a user's service account
+/// deleted outside ztka is made again on the next request (the API server refuses the
+/// cached token; the agent renews it and retries the read), and a grant removed while the
+/// agent was away takes the account with it when the agent reconnects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_catches_up_with_changes_made_while_it_was_away() {
+    let mut env = env().await;
+    let bin = PathBuf::from("/usr/bin/kubectl");
+    let hal = project_admin(&mut env, "hal").await;
+    let (ivy, _) = env
+        .user(
+            "ivy",
+            Some(json!({"role": "project-read-only", "project": "shop"})),
+        )
+        .await;
+    for kc in [&hal, &ivy] {
+        ok(&bin, kc, &["get", "pods"], None).await;
+    }
+    let hal_sa = account_of(&env.sim, "hal").await.unwrap();
+    env.sim
+        .delete("v1", "ServiceAccount", "ztka-system", &hal_sa)
+        .await
+        .unwrap();
+    assert!(ok(&bin, &hal, &["get", "pods"], None).await.contains("box"));
+    assert_eq!(
+        account_of(&env.sim, "hal").await.as_deref(),
+        Some(hal_sa.as_str())
+    );
+
+    let ivy_grant = env.grant_of("ivy").await;
+    env.restart_agent(async |env: &mut Env| {
+        let (s, _) = env
+            .admin
+            .delete(&format!("/api/v1/grants/{ivy_grant}"))
+            .await;
+        assert_eq!(s, 204);
+    })
+    .await;
+    let start = Instant::now();
+    while account_of(&env.sim, "ivy").await.is_some() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "ivy's service account outlived her grant after the agent came back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        account_of(&env.sim, "hal").await.is_some(),
+        "hal still has access"
+    );
+    ok(&bin, &hal, &["get", "pods"], None).await;
+}
+
 /// A tunnel the server closes takes its open streams with it: deleting the cluster ends a
 /// watch at once, though the user's grant (project-wide) still stands.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -738,6 +1013,17 @@ async fn open_watch(bin: &Path, kc: &Path) -> tokio::process::Child {
     // The rest of its output is read and dropped, so the watch never blocks on a full pipe.
     tokio::spawn(async move { while let Ok(Some(_)) = out.next_line().await {} });
     watch
+}
+
+/// The name of the user's service account, if there is one.
+async fn account_of(sim: &KubeSim, user: &str) -> Option<String> {
+    let prefix = format!("ztka-{user}-");
+    sim.list("v1", "ServiceAccount", "ztka-system", "")
+        .await
+        .unwrap()
+        .iter()
+        .filter_map(|a| a["metadata"]["name"].as_str().map(str::to_owned))
+        .find(|n| n.starts_with(&prefix))
 }
 
 async fn has_account(sim: &KubeSim, prefix: &str) -> bool {

@@ -10,8 +10,12 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 
 const CANDIDATES: &[&str] = &[
+    // What a user runs. In the image it is the Cloud SDK's dispatcher (it reports
+    // v1.32.4-dispatcher), which runs the pinned kubectl matching the server's version: 1.33
+    // against the simulator. The pinned binaries below are run by their own names.
     "/usr/bin/kubectl",
     "/usr/lib/google-cloud-sdk/bin/kubectl.1.27",
+    "/usr/lib/google-cloud-sdk/bin/kubectl.1.32",
     "/usr/lib/google-cloud-sdk/bin/kubectl.1.33",
     // Debian's kubernetes-client, installed beside the default by `.ci/test`: SPDY only for
     // exec, attach and port-forward.

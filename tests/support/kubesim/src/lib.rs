@@ -82,6 +82,8 @@ pub struct RequestRecord {
     pub uri: String,
     /// The response status (101 for upgrades; streams are recorded when they start).
     pub status: u16,
+    /// How many bearer tokens the request carried (`Authorization`, WebSocket subprotocols).
+    pub tokens: usize,
 }
 
 /// How many requests the log keeps.

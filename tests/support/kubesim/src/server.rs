@@ -361,6 +361,7 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
     }
     let method = req.method().to_string();
     let uri = req.uri().to_string();
+    let tokens = bearers(req.headers()).len();
     let mut who = None;
     // A bug in a handler becomes a 500 Status for that request, not a dropped connection.
     let resp = match std::panic::AssertUnwindSafe(dispatch(&inner, req, &mut who))
@@ -387,6 +388,7 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
         method,
         uri,
         status: resp.status().as_u16(),
+        tokens,
     });
     resp
 }

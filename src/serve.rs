@@ -95,6 +95,10 @@ impl Server {
         let authz = crate::authz::Authorizer::load(&store)
             .await
             .map_err(|e| ServeError::Join(format!("loading access policy: {e}")))?;
+        let revoked_serials = store
+            .read(crate::store::certs::revoked_serials)
+            .await
+            .map_err(ServeError::Store)?;
         let settings = store
             .read(crate::store::grants::settings)
             .await
@@ -105,6 +109,7 @@ impl Server {
             settings: Arc::new(std::sync::RwLock::new(settings)),
             tunnels: Arc::new(crate::tunnel::Tunnels::default()),
             streams: Arc::default(),
+            revoked_serials: Arc::new(crate::relay::streams::RevokedSerials::new(revoked_serials)),
             sso: Arc::default(),
             relay_lookups: Arc::default(),
             store,

@@ -43,6 +43,8 @@ pub struct Parts {
     pub tunnels: Arc<Tunnels>,
     /// Open relay streams, so revocation can end them.
     pub streams: Arc<crate::relay::streams::Streams>,
+    /// Client certificates revoked one by one.
+    pub revoked_serials: Arc<crate::relay::streams::RevokedSerials>,
     /// What the relay read for recent requests, valid while the store is unchanged.
     pub relay_lookups: Arc<crate::relay::lookups::Lookups>,
     /// Single sign-on: sign-ins in progress and the providers' discovered keys.

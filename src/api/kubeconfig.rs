@@ -7,15 +7,18 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
+use time::OffsetDateTime;
 
-use super::extract::Query;
-use super::{ApiError, record};
+use super::extract::{Page, Path, Query};
+use super::{ApiError, access, find_named, record};
 use crate::authn::caller::Caller;
+use crate::authz::{Act, Obj};
 use crate::domain::access::ClusterAccess;
 use crate::domain::audit::{Durability, Target};
 use crate::domain::cluster::{ISSUED_PREFIX, USER_ORGANIZATION};
+use crate::domain::user::{ClientCertificate, User};
 use crate::state::AppState;
 
 /// Longest validity an administrator can set for one user (one year).
@@ -62,19 +65,33 @@ pub async fn download(
         .kubeconfig_validity_secs
         .unwrap_or(state.settings().kubeconfig_validity_secs);
     let key = rcgen::KeyPair::generate().map_err(ApiError::internal)?;
+    // The issue time, to the millisecond, in the certificate and in its record: a
+    // revocation voids what was issued before it.
+    let issued_ms = OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
+    let issued_at = OffsetDateTime::from_unix_timestamp_nanos(issued_ms * 1_000_000)
+        .map_err(ApiError::internal)?;
     let cert = state
         .pki
         .issue_client_cert_with_unit(
             &key,
             &caller.user.id.to_string(),
             &[USER_ORGANIZATION.to_owned()],
-            Some(&format!(
-                "{ISSUED_PREFIX}{}",
-                time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000
-            )),
+            Some(&format!("{ISSUED_PREFIX}{issued_ms}")),
             Duration::from_secs(validity),
         )
         .map_err(ApiError::internal)?;
+    let issued = ClientCertificate {
+        serial: cert.serial.clone(),
+        user_id: caller.user.id,
+        issued_at,
+        expires_at: cert.not_after,
+        clusters: reachable.iter().map(|(n, _)| n.clone()).collect(),
+        revoked_at: None,
+    };
+    state
+        .store
+        .write(move |txn| crate::store::certs::insert(txn, &issued))
+        .await?;
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s.as_bytes());
     let ca = b64(&state.pki.server_trust_pem());
     let user = format!("ztka-{}", caller.user.name);
@@ -137,4 +154,136 @@ pub async fn download(
         yaml,
     )
         .into_response())
+}
+
+/// A client certificate from a kubeconfig download, as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct CertificateView {
+    pub serial: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub issued_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+    pub clusters: Vec<String>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub revoked_at: Option<OffsetDateTime>,
+    /// Accepted by the relay: neither revoked on its own nor issued before the user's
+    /// credentials were revoked.
+    pub active: bool,
+}
+
+async fn certificates(
+    state: &AppState,
+    user: &User,
+) -> Result<axum::Json<Page<CertificateView>>, ApiError> {
+    let id = user.id;
+    let certs = state
+        .store
+        .read(move |txn| crate::store::certs::of_user(txn, id))
+        .await?;
+    let items = certs
+        .into_iter()
+        .map(|c| CertificateView {
+            active: !c.is_void(user),
+            serial: c.serial,
+            issued_at: c.issued_at,
+            expires_at: c.expires_at,
+            clusters: c.clusters,
+            revoked_at: c.revoked_at,
+        })
+        .collect();
+    Ok(axum::Json(Page {
+        items,
+        next_cursor: None,
+    }))
+}
+
+/// `GET /api/v1/kubeconfig/certificates`: the caller's unexpired certificates.
+pub async fn own_certificates(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<axum::Json<Page<CertificateView>>, ApiError> {
+    certificates(&state, &caller.user).await
+}
+
+/// `GET /api/v1/users/{name}/kubeconfig/certificates`.
+pub async fn user_certificates(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<axum::Json<Page<CertificateView>>, ApiError> {
+    access::org(&state, &caller, Obj::Users, Act::Read).await?;
+    let user = find_named::<User>(&state, name).await?;
+    certificates(&state, &user).await
+}
+
+/// `POST /api/v1/kubeconfig/certificates/{serial}/revoke`: one of the caller's own (a lost
+/// laptop), leaving their other kubeconfigs working.
+pub async fn revoke_own_certificate(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(serial): Path<String>,
+) -> Result<axum::http::StatusCode, ApiError> {
+    let user = caller.user.clone();
+    revoke_certificate(&state, &caller, &user, &serial).await
+}
+
+/// `POST /api/v1/users/{name}/kubeconfig/certificates/{serial}/revoke`.
+pub async fn revoke_user_certificate(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((name, serial)): Path<(String, String)>,
+) -> Result<axum::http::StatusCode, ApiError> {
+    access::org(&state, &caller, Obj::Users, Act::Update).await?;
+    let user = find_named::<User>(&state, name).await?;
+    revoke_certificate(&state, &caller, &user, &serial).await
+}
+
+/// Revokes one certificate: the relay refuses it from before the change is committed, and
+/// the streams opened with it end once it is.
+async fn revoke_certificate(
+    state: &AppState,
+    caller: &Caller,
+    user: &User,
+    serial: &str,
+) -> Result<axum::http::StatusCode, ApiError> {
+    let serial = serial.to_ascii_lowercase();
+    if serial.is_empty() || serial.len() > 64 || !serial.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(ApiError::invalid(
+            "serial",
+            "must be the certificate's serial number in hex",
+        ));
+    }
+    let added = state.revoked_serials.insert(&serial);
+    let (id, at, key) = (user.id, OffsetDateTime::now_utc(), serial.clone());
+    let revoked = state
+        .store
+        .write(move |txn| crate::store::certs::revoke(txn, id, &key, at))
+        .await;
+    let cert = match revoked {
+        Ok(Some(cert)) => cert,
+        failed => {
+            if added {
+                state.revoked_serials.remove(&serial);
+            }
+            return Err(match failed {
+                Err(e) => e.into(),
+                Ok(_) => ApiError::not_found(format!(
+                    "user {} has no unexpired certificate with serial {serial}",
+                    user.name
+                )),
+            });
+        }
+    };
+    let mut event = caller.event("kubeconfig.revoke", Target::user(&user.name));
+    event.details = json!({
+        "serial": cert.serial,
+        "issued_at": cert.issued_at.unix_timestamp(),
+    });
+    record(state, event, Durability::Durable).await?;
+    let closed = state.streams.close_serial(&serial);
+    if closed > 0 {
+        tracing::info!(user = %user.name, closed, "closed relay streams of a revoked certificate");
+    }
+    Ok(axum::http::StatusCode::NO_CONTENT)
 }

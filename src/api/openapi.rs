@@ -308,6 +308,44 @@ pub fn routes() -> Vec<(Route, MethodRouter<AppState>)> {
             get(kubeconfig::download),
         ),
         (
+            r(
+                "get",
+                "/kubeconfig/certificates",
+                "kubeconfig",
+                "The caller's unexpired kubeconfig certificates",
+            ),
+            get(kubeconfig::own_certificates),
+        ),
+        (
+            r(
+                "post",
+                "/kubeconfig/certificates/{serial}/revoke",
+                "kubeconfig",
+                "Revoke one of the caller's kubeconfig certificates",
+            )
+            .status(204),
+            post(kubeconfig::revoke_own_certificate),
+        ),
+        (
+            r(
+                "get",
+                "/users/{name}/kubeconfig/certificates",
+                "users",
+                "A user's unexpired kubeconfig certificates",
+            ),
+            get(kubeconfig::user_certificates),
+        ),
+        (
+            r(
+                "post",
+                "/users/{name}/kubeconfig/certificates/{serial}/revoke",
+                "users",
+                "Revoke one kubeconfig certificate of a user",
+            )
+            .status(204),
+            post(kubeconfig::revoke_user_certificate),
+        ),
+        (
             r("get", "/roles", "access", "The built-in roles"),
             get(grants::roles),
         ),

@@ -46,6 +46,33 @@ pub struct User {
     pub sso: Option<super::sso::SsoLink>,
 }
 
+/// A client certificate issued in a kubeconfig download, kept until it expires so that it
+/// can be listed and revoked on its own (a lost laptop) without voiding the user's others.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientCertificate {
+    /// Lower-case hex of the serial number, as the relay reads it from the certificate.
+    pub serial: String,
+    pub user_id: Uuid,
+    #[serde(with = "time::serde::rfc3339")]
+    pub issued_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+    /// The clusters the kubeconfig had contexts for when it was downloaded.
+    pub clusters: Vec<String>,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub revoked_at: Option<OffsetDateTime>,
+}
+
+impl ClientCertificate {
+    /// Void: revoked on its own, or issued before the user's credentials were revoked.
+    pub fn is_void(&self, user: &User) -> bool {
+        self.revoked_at.is_some()
+            || user
+                .credentials_revoked_at
+                .is_some_and(|t| self.issued_at < t)
+    }
+}
+
 impl std::fmt::Debug for User {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("User")

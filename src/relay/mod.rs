@@ -47,6 +47,8 @@ pub use crate::tunnel::kube_status as status;
 /// Who is asking and where to.
 struct Authorized {
     user: User,
+    /// Of the client certificate.
+    serial: String,
     groups: Vec<String>,
     cluster: Cluster,
     project: String,
@@ -125,7 +127,7 @@ async fn handle(State(state): State<AppState>, req: Request) -> Response {
         let decision = authorize(&state, conn.as_ref(), cluster_name)
             .await
             .map(|a| {
-                let guard = state.streams.open(a.user.id, &a.project);
+                let guard = state.streams.open(a.user.id, &a.project, &a.serial);
                 (a, guard)
             });
         if lookup_generation(&state) == generation {
@@ -251,7 +253,7 @@ async fn authorize(
             None => (peer.not_before + CERT_BACKDATE_SECS) <= t.unix_timestamp(),
         }
     });
-    if revoked {
+    if revoked || state.revoked_serials.contains(&peer.serial) {
         return Err(Box::new((
             StatusCode::UNAUTHORIZED,
             "Unauthorized",
@@ -279,6 +281,7 @@ async fn authorize(
     }
     Ok(Authorized {
         user,
+        serial: peer.serial.clone(),
         groups,
         cluster,
         project: project.name,

@@ -11,6 +11,8 @@ use uuid::Uuid;
 struct Entry {
     user: Uuid,
     project: String,
+    /// Serial of the client certificate the stream was opened with.
+    serial: String,
     token: CancellationToken,
 }
 
@@ -38,7 +40,7 @@ impl Streams {
         self.open.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn open(self: &Arc<Self>, user: Uuid, project: &str) -> StreamGuard {
+    pub fn open(self: &Arc<Self>, user: Uuid, project: &str, serial: &str) -> StreamGuard {
         let id = self.ids.fetch_add(1, Ordering::Relaxed);
         let token = CancellationToken::new();
         self.lock().insert(
@@ -46,6 +48,7 @@ impl Streams {
             Entry {
                 user,
                 project: project.to_owned(),
+                serial: serial.to_owned(),
                 token: token.clone(),
             },
         );
@@ -68,7 +71,49 @@ impl Streams {
         closed
     }
 
+    /// Ends every open stream opened with the certificate `serial`.
+    pub fn close_serial(&self, serial: &str) -> usize {
+        let mut closed = 0;
+        for e in self.lock().values().filter(|e| e.serial == serial) {
+            e.token.cancel();
+            closed += 1;
+        }
+        closed
+    }
+
     pub fn count(&self) -> usize {
         self.lock().len()
+    }
+}
+
+/// Serials of client certificates revoked one by one (and not expired), which the relay
+/// refuses: loaded from the store at start, added to before a revocation is committed.
+#[derive(Default)]
+pub struct RevokedSerials(std::sync::RwLock<std::collections::HashSet<String>>);
+
+impl RevokedSerials {
+    pub fn new(serials: impl IntoIterator<Item = String>) -> Self {
+        Self(std::sync::RwLock::new(serials.into_iter().collect()))
+    }
+
+    pub fn contains(&self, serial: &str) -> bool {
+        self.0
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(serial)
+    }
+
+    pub fn insert(&self, serial: &str) -> bool {
+        self.0
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(serial.to_owned())
+    }
+
+    pub fn remove(&self, serial: &str) {
+        self.0
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(serial);
     }
 }

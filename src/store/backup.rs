@@ -71,6 +71,7 @@ const TABLES: &[&dyn Copyable] = &[
     &CASBIN_RULES,
     &TOKENS,
     &TOKEN_HASHES,
+    &CLIENT_CERTS,
     &SESSIONS,
     &AUDIT_EVENTS,
     &AUDIT_POSTINGS,

@@ -13,6 +13,7 @@ const MIGRATIONS: &[fn(&WriteTransaction) -> Result<()>] = &[
     v3_audit_postings,
     v4_sso,
     v5_audit_index_watermark,
+    v6_client_certificates,
 ];
 
 pub const SCHEMA_VERSION: u64 = MIGRATIONS.len() as u64;
@@ -69,6 +70,12 @@ fn v4_sso(txn: &WriteTransaction) -> Result<()> {
 /// everything stored so far was indexed as it was appended.
 fn v5_audit_index_watermark(txn: &WriteTransaction) -> Result<()> {
     super::audit::mark_all_indexed(txn)
+}
+
+/// Kubeconfig client certificates, so one can be revoked by its serial.
+fn v6_client_certificates(txn: &WriteTransaction) -> Result<()> {
+    txn.open_table(CLIENT_CERTS)?;
+    Ok(())
 }
 
 pub(super) fn run(store: &Store) -> Result<()> {

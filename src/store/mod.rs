@@ -5,6 +5,7 @@
 pub mod audit;
 pub mod backup;
 pub mod casbin;
+pub mod certs;
 pub mod clusters;
 pub mod grants;
 mod migrate;

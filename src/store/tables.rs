@@ -41,6 +41,9 @@ pub const CASBIN_RULES: TableDefinition<&str, ()> = TableDefinition::new("casbin
 pub const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("api_tokens");
 pub const TOKEN_HASHES: TableDefinition<&str, &str> = TableDefinition::new("api_token_hashes");
 
+/// Kubeconfig client certificates by serial (hex), kept until they expire.
+pub const CLIENT_CERTS: TableDefinition<&str, &[u8]> = TableDefinition::new("client_certificates");
+
 /// Console sessions by SHA-256 of the cookie value.
 pub const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
 

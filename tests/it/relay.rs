@@ -170,6 +170,23 @@ impl Env {
         wait_online(&mut self.admin).await;
     }
 
+    /// Stops the server (SIGTERM) and starts it again on the same port and data directory,
+    /// then waits for the agent to reconnect.
+    async fn restart_server(&mut self) {
+        self.server.signal(libc::SIGTERM);
+        crate::fixture::wait_timeout(&mut self.server.child, Duration::from_secs(20));
+        let port = self.server.addr.port();
+        let external = self.server.url("");
+        self.server = ServerProcess::start_at(
+            &self.server.data_dir.clone(),
+            &format!("127.0.0.1:{port}"),
+            &["--external-url", external.trim_end_matches('/')],
+            |_| {},
+        );
+        self.admin = self.server.admin_again().await;
+        wait_online(&mut self.admin).await;
+    }
+
     /// Creates a local user with a grant, signs in as them and downloads their kubeconfig.
     async fn user(&mut self, name: &str, grant: Option<Value>) -> (PathBuf, ApiClient) {
         self.user_with(name, grant, None).await
@@ -912,6 +929,196 @@ async fn the_agent_catches_up_with_changes_made_while_it_was_away() {
         "hal still has access"
     );
     ok(&bin, &hal, &["get", "pods"], None).await;
+}
+
+/// Every kubeconfig download issues a certificate that is recorded (and audited with its
+/// serial), listed for its user and an administrator, and revocable on its own: the
+/// streams opened with it end and it is refused, also after a restart, while the user's
+/// other kubeconfigs go on working. Downloads can be scoped to one cluster and a default
+/// namespace, and an administrator can shorten one user's validity.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubeconfig_certificates_are_recorded_scoped_and_revocable_one_by_one() {
+    let mut env = env().await;
+    let bin = PathBuf::from("/usr/bin/kubectl");
+    let (laptop, mut kim) = env
+        .user(
+            "kim",
+            Some(json!({"role": "project-admin", "project": "shop"})),
+        )
+        .await;
+    let (s, b) = kim
+        .get("/api/v1/kubeconfig?cluster=prod&namespace=team-a")
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let desktop = env.dir.path().join("kim-desktop.kubeconfig");
+    std::fs::write(&desktop, b.as_str().unwrap()).unwrap();
+    let doc: Value = serde_saphyr::from_str(b.as_str().unwrap()).unwrap();
+    assert_eq!(
+        doc["contexts"][0]["context"]["namespace"], "team-a",
+        "{doc}"
+    );
+    assert_eq!(doc["contexts"].as_array().unwrap().len(), 1);
+    // The default namespace is team-a's: its pod, not default's.
+    let pods = ok(&bin, &desktop, &["get", "pods", "-o", "name"], None).await;
+    assert_eq!(pods.trim(), "pod/box");
+    let (s, _) = kim.get("/api/v1/kubeconfig?cluster=nowhere").await;
+    assert_eq!(s, 404);
+    let (s, _) = kim.get("/api/v1/kubeconfig?namespace=Not_A_Name").await;
+    assert_eq!(s, 400);
+
+    let (s, b) = kim.get("/api/v1/kubeconfig/certificates").await;
+    assert_eq!(s, 200, "{b}");
+    let certs = b["items"].as_array().unwrap().clone();
+    assert_eq!(certs.len(), 2, "{b}");
+    assert!(
+        certs
+            .iter()
+            .all(|c| c["active"] == true && c["clusters"] == json!(["prod"]))
+    );
+    let serial_of = |kc: &Path| {
+        let (chain, _) = identity(kc);
+        let (_, cert) = x509_parser::parse_x509_certificate(chain[0].as_ref()).unwrap();
+        hex::encode(cert.raw_serial())
+    };
+    let (laptop_serial, desktop_serial) = (serial_of(&laptop), serial_of(&desktop));
+    // Newest first.
+    assert_eq!(certs[0]["serial"], desktop_serial.as_str());
+    assert_eq!(certs[1]["serial"], laptop_serial.as_str());
+    let (_, b) = env
+        .admin
+        .get("/api/v1/audit?action=kubeconfig.download&user=kim")
+        .await;
+    let mut audited: Vec<&str> = b["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["details"]["serial"].as_str())
+        .collect();
+    audited.sort();
+    let mut issued = vec![laptop_serial.as_str(), desktop_serial.as_str()];
+    issued.sort();
+    assert_eq!(audited, issued, "{b}");
+
+    // The laptop is lost: kim revokes its certificate; the desktop goes on.
+    let mut on_laptop = open_watch(&bin, &laptop).await;
+    let mut on_desktop = open_watch(&bin, &desktop).await;
+    let (s, b) = kim
+        .post(
+            &format!("/api/v1/kubeconfig/certificates/{laptop_serial}/revoke"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, 204, "{b}");
+    let ended = tokio::time::timeout(Duration::from_secs(5), on_laptop.wait()).await;
+    assert!(
+        ended.is_ok(),
+        "the revoked certificate's watch is still open"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        on_desktop.try_wait().unwrap().is_none(),
+        "the other kubeconfig's watch ended too"
+    );
+    let (s, b) = raw(&env, Some(identity(&laptop)), "/k8s/prod/api/v1/pods", &[]).await;
+    assert_eq!(s, 401, "{b}");
+    assert_eq!(
+        b["message"],
+        "this kubeconfig of user kim was revoked; download a new one"
+    );
+    ok(&bin, &desktop, &["get", "pods"], None).await;
+    let (_, b) = env
+        .admin
+        .get("/api/v1/users/kim/kubeconfig/certificates")
+        .await;
+    let active: Vec<(&str, bool)> = b["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["serial"].as_str().unwrap(), c["active"] == true))
+        .collect();
+    assert_eq!(
+        active,
+        [
+            (desktop_serial.as_str(), true),
+            (laptop_serial.as_str(), false)
+        ]
+    );
+    // What is not a certificate of this user is not found; what is not a serial is refused.
+    let (s, _) = env
+        .admin
+        .post("/api/v1/users", json!({"name": "rex", "kind": "service"}))
+        .await;
+    assert_eq!(s, 201);
+    for (path, want) in [
+        (
+            format!("/api/v1/users/rex/kubeconfig/certificates/{desktop_serial}/revoke"),
+            404,
+        ),
+        (
+            "/api/v1/users/kim/kubeconfig/certificates/0badc0de/revoke".to_owned(),
+            404,
+        ),
+        (
+            "/api/v1/users/kim/kubeconfig/certificates/not-hex/revoke".to_owned(),
+            400,
+        ),
+    ] {
+        let (s, b) = env.admin.post(&path, json!({})).await;
+        assert_eq!(s, want, "{path}: {b}");
+    }
+    ok(&bin, &desktop, &["get", "pods"], None).await;
+
+    // Revocations outlive a restart.
+    env.restart_server().await;
+    let (s, _) = raw(&env, Some(identity(&laptop)), "/k8s/prod/api/v1/pods", &[]).await;
+    assert_eq!(s, 401);
+    ok(&bin, &desktop, &["get", "pods"], None).await;
+    let (s, b) = env
+        .admin
+        .post(
+            &format!("/api/v1/users/kim/kubeconfig/certificates/{desktop_serial}/revoke"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, 204, "{b}");
+    let (s, _) = raw(&env, Some(identity(&desktop)), "/k8s/prod/api/v1/pods", &[]).await;
+    assert_eq!(s, 401);
+    let (_, b) = env
+        .admin
+        .get("/api/v1/audit?action=kubeconfig.revoke")
+        .await;
+    let revoked: Vec<&str> = b["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["details"]["serial"].as_str())
+        .collect();
+    assert_eq!(revoked.len(), 2, "{b}");
+
+    // A shorter validity for kim alone.
+    let (s, b) = env
+        .admin
+        .patch(
+            "/api/v1/users/kim",
+            json!({"kubeconfig_validity_secs": 600}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let mut kim = ApiClient::new(env.server.client(), env.server.url(""));
+    let (s, _) = kim
+        .post(
+            "/api/v1/auth/login",
+            json!({"username": "kim", "password": "a long enough password"}),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let short = env.download(&mut kim, "kim-short").await;
+    let (chain, _) = identity(&short);
+    let (_, cert) = x509_parser::parse_x509_certificate(chain[0].as_ref()).unwrap();
+    let issued = time::OffsetDateTime::now_utc().unix_timestamp();
+    let lifetime = cert.validity().not_after.timestamp() - issued;
+    assert!((590..=610).contains(&lifetime), "{lifetime} s");
+    ok(&bin, &short, &["get", "pods"], None).await;
 }
 
 /// A tunnel the server closes takes its open streams with it: deleting the cluster ends a

@@ -1121,6 +1121,86 @@ async fn kubeconfig_certificates_are_recorded_scoped_and_revocable_one_by_one() 
     ok(&bin, &short, &["get", "pods"], None).await;
 }
 
+/// A mutation is on record before the API server sees it: while the simulator holds the
+/// request, its `pending` event is already in the log; the outcome follows under the same
+/// request id. Discovery requests are marked as such.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutations_are_on_record_before_the_api_server_sees_them() {
+    let mut env = env().await;
+    let bin = PathBuf::from("/usr/bin/kubectl");
+    let kc = project_admin(&mut env, "moe").await;
+    // Discovery now, so the delete below makes one request.
+    ok(&bin, &kc, &["get", "pods", "-n", "team-a"], None).await;
+    let (_, b) = env
+        .admin
+        .get("/api/v1/audit?kind=kube&user=moe&limit=200")
+        .await;
+    assert!(
+        b["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["target"]["kind"] == "discovery" && e["details"]["discovery"] == true),
+        "{b}"
+    );
+    env.sim.set_latency(Duration::from_secs(3));
+    let mut delete = spawn_kubectl(
+        &bin,
+        &kc,
+        &["delete", "pod", "box", "-n", "team-a", "--wait=false"],
+    );
+    let pending = loop {
+        let (_, b) = env
+            .admin
+            .get("/api/v1/audit?kind=kube&user=moe&outcome=pending&limit=5")
+            .await;
+        let found = b["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["kube"]["verb"] == "delete" && e["target"]["name"] == "box")
+            .cloned();
+        if let Some(e) = found {
+            break e;
+        }
+        assert!(
+            delete.try_wait().unwrap().is_none(),
+            "kubectl finished before the pending event was in the log: {b}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        delete.try_wait().unwrap().is_none(),
+        "the pending event appeared only after the API server answered"
+    );
+    // The simulator logs a request once it has answered it (its latency comes first).
+    assert!(
+        !env.sim.requests().iter().any(|r| r.method == "DELETE"),
+        "the API server answered before the pending event was read"
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_secs(20), delete.wait())
+            .await
+            .unwrap()
+            .unwrap()
+            .success()
+    );
+    env.sim.set_latency(Duration::ZERO);
+    let id = pending["request_id"].as_str().unwrap();
+    let (_, b) = env
+        .admin
+        .get("/api/v1/audit?action=kube.response&user=moe&limit=20")
+        .await;
+    let outcome = b["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["request_id"] == id)
+        .unwrap_or_else(|| panic!("no outcome for {id}: {b}"));
+    assert_eq!(outcome["status"], 200, "{outcome}");
+    assert!(outcome["seq"].as_u64().unwrap() > pending["seq"].as_u64().unwrap());
+}
+
 /// A tunnel the server closes takes its open streams with it: deleting the cluster ends a
 /// watch at once, though the user's grant (project-wide) still stands.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -154,6 +154,7 @@ fn console_in_chromium_admin_and_second_user_flows() {
                 "settings",
                 "kubeconfig",
                 "kubeconfig-alice",
+                "kubeconfig-certificates",
                 "account",
                 "overview-alice",
                 "audit",

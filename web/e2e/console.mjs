@@ -685,6 +685,23 @@ async function main() {
         expect(r.status === 0, `kubectl exited ${r.status}: ${r.stderr}`);
         log(`kubectl: ${r.stdout.trim().split("\n").join(" ")}`);
         await shot(alice, "kubeconfig-alice");
+
+        // The download's certificate is listed; revoking it (a lost laptop) stops the file.
+        await alice.reload();
+        const certs = alice.getByRole("region", { name: "Kubeconfig certificates" });
+        await certs.getByText("active").first().waitFor();
+        const rows = await certs.getByRole("row").count();
+        expect(rows === 2, `one certificate listed (${rows - 1})`);
+        await certs.getByRole("button", { name: /^Revoke the kubeconfig downloaded/ }).click();
+        await dialog(alice).getByRole("button", { name: "Revoke" }).click();
+        await alice.getByText("Kubeconfig revoked.").waitFor();
+        await certs.getByText("revoked").waitFor();
+        await shot(alice, "kubeconfig-certificates");
+        const after = spawnSync(args.kubectl, ["--kubeconfig", file, "get", "namespaces", "-o", "name"], {
+          encoding: "utf8",
+          timeout: 60000,
+        });
+        expect(after.status !== 0, "kubectl still works with a revoked kubeconfig");
       });
     }
 
@@ -762,6 +779,11 @@ async function main() {
       await heading(admin, /^alice/);
       await admin.getByRole("link", { name: "developers" }).waitFor();
       await admin.getByText("namespace-read-only").waitFor();
+      await admin.getByRole("heading", { name: "Kubeconfig certificates" }).waitFor();
+      if (args.clusters) {
+        // alice's download, revoked by her.
+        await admin.getByRole("region", { name: "Kubeconfig certificates" }).getByText("revoked").waitFor();
+      }
       await shot(admin, "user");
 
       // A generated temporary password, shown once; alice's session ends and she must
@@ -809,11 +831,7 @@ async function main() {
       current = admin;
       for (const action of ["user.password.reset", "kubeconfig.revoke", "user.disable", "user.enable"]) {
         await admin.goto(`${BASE}/audit?action=${action}`);
-        await admin
-          .getByRole("region", { name: "Audit events" })
-          .getByText(action, { exact: true })
-          .first()
-          .waitFor();
+        await admin.getByRole("region", { name: "Audit events" }).getByText(action, { exact: true }).first().waitFor();
       }
     });
 

@@ -246,6 +246,17 @@ export interface Token {
   last_used_at: string | null;
 }
 
+/** A client certificate issued in a kubeconfig download. */
+export interface KubeconfigCertificate {
+  serial: string;
+  issued_at: string;
+  expires_at: string;
+  clusters: string[];
+  revoked_at: string | null;
+  /** Still accepted by the relay. */
+  active: boolean;
+}
+
 export interface CreatedToken extends Token {
   token: string;
 }

@@ -1,10 +1,13 @@
 import { kubeconfigUrl, seg } from "../api";
+import { Certificates } from "../certificates";
 import { ClusterState, clustersByProject, isMissingRoute } from "../clusters";
 import { Icon } from "../icons";
 import { Link } from "../router";
+import { useSession } from "../session";
 import { Card, Empty, Loader, PageHeader, TableWrap, Time, useLoad } from "../ui";
 
 export function Kubeconfig() {
+  const { me } = useSession();
   const data = useLoad(clustersByProject, [], 10000);
   return (
     <>
@@ -21,7 +24,7 @@ export function Kubeconfig() {
         <pre class="snippet">{`export KUBECONFIG=~/Downloads/ztka.yaml\nkubectl config get-contexts\nkubectl get namespaces`}</pre>
         <p class="muted small">
           Every request goes through ztka as you: it is checked against your grants at that moment and written to the
-          audit log. If the file leaks, an administrator revokes it from your user page and you download a new one.
+          audit log. If a file leaks or a laptop is lost, revoke that download below and download a new one.
         </p>
       </Card>
       <Loader state={data} what="Loading your clusters">
@@ -87,6 +90,7 @@ export function Kubeconfig() {
           );
         }}
       </Loader>
+      <Certificates base="/kubeconfig/certificates" owner={me.user.name} canRevoke />
     </>
   );
 }

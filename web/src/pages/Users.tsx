@@ -1,4 +1,5 @@
 import { useState } from "preact/hooks";
+import { Certificates } from "../certificates";
 import { all, api, seg, type Grant, type Group, type Page, type User, type UserKind } from "../api";
 import { Icon } from "../icons";
 import { Link, navigate } from "../router";
@@ -491,6 +492,13 @@ export function UserPage({ name }: { name: string }) {
               </Loader>
             </Card>
           </div>
+          {caps.orgRead && (
+            <Certificates
+              base={`/users/${seg(u.name)}/kubeconfig/certificates`}
+              owner={u.name}
+              canRevoke={caps.orgWrite}
+            />
+          )}
           <EditProfile user={u} open={dialog === "edit"} onClose={() => setDialog("")} onDone={user.reload} />
           <ResetPassword user={u} open={dialog === "reset"} onClose={() => setDialog("")} onDone={user.reload} />
           <GrantDialog

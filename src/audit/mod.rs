@@ -4,8 +4,9 @@
 //! at once), then queued to one writer thread. The writer gathers whatever is queued (waiting
 //! at most `group_commit_wait` for more) and commits it as one redb transaction; `Durable`
 //! callers are woken only after that commit. A batch of `Fast` events alone gathers for
-//! `fast_commit_wait` without waking the writer per event; a durable append, a flush or a
-//! sweep cuts that wait short. Queue space is a semaphore released after the
+//! `fast_commit_wait` without waking the writer per event, and while they keep coming the
+//! writer sleeps out each window instead of blocking on the queue, so no append has to wake
+//! it; a durable append, a flush or a sweep cuts that wait short. Queue space is a semaphore released after the
 //! commit, so a stalled disk pushes back on callers instead of growing memory. Dropping the
 //! last handle (or [`AuditLog::close`]) lets the writer commit what is queued and stop.
 
@@ -134,6 +135,8 @@ struct Inner {
     writer: Mutex<Option<JoinHandle<()>>>,
     /// Ends the writer's wait on a fast-only batch (see [`Wake`]).
     wake: Wake,
+    /// How often the writer blocked on the queue, where an append has to wake it.
+    blocking_receives: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// How a durable append, flush, sweep or shutdown ends the writer's wait on a batch of fast
@@ -223,6 +226,7 @@ impl AuditLog {
         let (tx, rx) = mpsc::channel();
         let closing = Arc::new(AtomicBool::new(false));
         let urgent = Arc::new(AtomicBool::new(false));
+        let blocking_receives = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let writer = Writer {
             store: store.clone(),
             rx,
@@ -232,6 +236,7 @@ impl AuditLog {
             unindexed: Vec::new(),
             callers: RecentMax::default(),
             unsynced_since: None,
+            blocking_receives: blocking_receives.clone(),
         };
         let handle = std::thread::Builder::new()
             .name("ztka-audit-writer".into())
@@ -252,9 +257,15 @@ impl AuditLog {
                     urgent,
                     writer: handle.thread().clone(),
                 },
+                blocking_receives,
                 writer: Mutex::new(Some(handle)),
             }),
         })
+    }
+
+    /// How many times the writer has blocked on its queue (where an append must wake it).
+    pub fn blocking_receives(&self) -> u64 {
+        self.inner.blocking_receives.load(Ordering::Relaxed)
     }
 
     /// Appends an event. `Durable` returns after the commit that contains it; `Fast` once it
@@ -473,6 +484,8 @@ struct Writer {
     callers: RecentMax,
     /// When the oldest commit not yet synced to disk was made.
     unsynced_since: Option<Instant>,
+    /// See [`Inner::blocking_receives`].
+    blocking_receives: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// The largest count seen in the last [`RecentMax::SPAN`] batches (approximately: a
@@ -526,6 +539,14 @@ impl Batch {
     }
 }
 
+/// Only fast events: nobody waited for this batch.
+fn batch_was_fast(batch: &Batch) -> bool {
+    !batch.events.is_empty()
+        && batch.waiters.is_empty()
+        && batch.flushes.is_empty()
+        && batch.sweeps.is_empty()
+}
+
 impl Writer {
     fn retention_enabled(&self) -> bool {
         self.options.retention_max_age.is_some() || self.options.retention_max_events.is_some()
@@ -533,6 +554,8 @@ impl Writer {
 
     fn run(mut self) {
         let mut next_sweep = Instant::now();
+        // The last batch held only fast events: more are likely on their way.
+        let mut flowing = false;
         loop {
             if self.retention_enabled() && Instant::now() >= next_sweep {
                 // One bounded step at a time, so a large backlog (say, after lowering the
@@ -556,11 +579,32 @@ impl Writer {
             if let Some(since) = self.unsynced_since {
                 wake_by(since + self.options.fast_sync_interval);
             }
-            let received = match wake {
-                Some(at) => self
-                    .rx
-                    .recv_timeout(at.saturating_duration_since(Instant::now())),
-                None => self.rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            // While fast events keep coming, the writer sleeps out the next gathering window
+            // instead of blocking on the queue: a blocked receiver is one that every append
+            // must wake, and the first append after each batch would. A window that gathers
+            // nothing returns to the blocking receive.
+            let waited = flowing && self.callers.max == 0;
+            if waited {
+                self.wait_for_fast(Instant::now() + self.options.fast_commit_wait);
+            }
+            let received = match (waited, wake) {
+                (true, _) => match self.rx.try_recv() {
+                    Ok(m) => Ok(m),
+                    Err(TryRecvError::Empty) => {
+                        flowing = false;
+                        continue;
+                    }
+                    Err(TryRecvError::Disconnected) => Err(RecvTimeoutError::Disconnected),
+                },
+                (false, wake) => {
+                    self.blocking_receives.fetch_add(1, Ordering::Relaxed);
+                    match wake {
+                        Some(at) => self
+                            .rx
+                            .recv_timeout(at.saturating_duration_since(Instant::now())),
+                        None => self.rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+                    }
+                }
             };
             let first = match received {
                 Ok(m) => m,
@@ -572,7 +616,7 @@ impl Writer {
                 Err(RecvTimeoutError::Disconnected) => break,
             };
             let fast = matches!(first, Msg::Append { done: None, .. });
-            if fast && self.callers.max == 0 {
+            if fast && self.callers.max == 0 && !waited {
                 // No durable caller is expected, so nobody waits for this batch: let it
                 // gather before taking the database's only write slot. Appenders meanwhile
                 // find no receiver to wake, which spares every fast append a wake-up of
@@ -581,8 +625,14 @@ impl Writer {
             }
             // Whoever asked for a batch before this point is queued, and this batch takes
             // what is queued; a later call is seen by the next wait.
-            self.urgent.swap(false, Ordering::AcqRel);
-            let deadline = Instant::now() + self.options.group_commit_wait;
+            let urgent = self.urgent.swap(false, Ordering::AcqRel);
+            // A fast-only batch has gathered for its window already: it takes what is
+            // queued and does not wait on the queue for more (where appends would wake it).
+            let deadline = if fast && self.callers.max == 0 && !urgent {
+                Instant::now()
+            } else {
+                Instant::now() + self.options.group_commit_wait
+            };
             let mut batch = Batch::default();
             let mut disconnected = false;
             // Otherwise the transaction is open while the batch gathers: each event is
@@ -597,6 +647,7 @@ impl Writer {
                 let durability = self.durability(&batch);
                 Ok((durability, durability))
             });
+            flowing = fast && batch_was_fast(&batch);
             self.commit(batch, written);
             if disconnected {
                 break;
@@ -669,6 +720,7 @@ impl Writer {
                     if now >= deadline || self.closing.load(Ordering::Relaxed) {
                         return Ok(false);
                     }
+                    self.blocking_receives.fetch_add(1, Ordering::Relaxed);
                     match self.rx.recv_timeout(deadline - now) {
                         Ok(m) => take(batch, m)?,
                         Err(RecvTimeoutError::Timeout) => return Ok(false),

@@ -535,6 +535,50 @@ async fn audit_fast_batch_wait_is_ended_by_durable_appends_flushes_and_shutdown(
     assert!(log.verify().await.unwrap().is_intact());
 }
 
+/// While fast events keep coming the writer sleeps out each gathering window instead of
+/// blocking on its queue, so appends never have to wake it; once they stop it blocks again
+/// (and does not poll an idle queue).
+#[tokio::test]
+async fn audit_a_steady_flow_of_fast_events_does_not_wake_the_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = AuditOptions {
+        fast_commit_wait: Duration::from_millis(10),
+        ..no_retention()
+    };
+    let (store, log) = open(dir.path(), options);
+    log.append(varied(0), Durability::Fast).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let before = log.blocking_receives();
+    // About 60 gathering windows' worth of appends, 2 ms apart.
+    for i in 0..300 {
+        log.append(varied(i), Durability::Fast).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let during = log.blocking_receives() - before;
+    assert!(
+        during <= 3,
+        "the writer blocked {during} times during the flow"
+    );
+    let stored = |store: &Store| store.read_blocking(crate::store::audit::count).unwrap();
+    let start = std::time::Instant::now();
+    while stored(&store) < 301 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "events not committed"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Idle: back to one blocking receive, not a poll every window.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let idle = log.blocking_receives();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        log.blocking_receives() - idle <= 1,
+        "the writer polls an idle queue"
+    );
+    assert!(log.verify().await.unwrap().is_intact());
+}
+
 #[tokio::test]
 async fn audit_retention_by_count_keeps_the_chain_verifiable() {
     let dir = tempfile::tempdir().unwrap();

@@ -125,7 +125,8 @@ impl Server {
             handshake_timeout: config.handshake_timeout,
         };
         let task = tokio::spawn(server.run(shutdown.clone()));
-        tokio::spawn(crate::relay::expire_grants(state.clone()));
+        // On the shutdown tracker: a drain waits for an expiry being recorded.
+        shutdown.spawn(crate::relay::expire_grants(state.clone()));
         // Online backups (`ztka admin backup` while this server holds the database).
         match crate::backup::socket::bind(&config.data_dir) {
             Ok((listener, owner)) => {

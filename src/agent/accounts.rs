@@ -48,7 +48,13 @@ struct Entry {
     access: Option<ClusterAccess>,
     token: Option<(String, Instant)>,
     last_used: Instant,
+    /// When [`Accounts::forget`] last dropped the token.
+    forgotten_at: Option<Instant>,
 }
+
+/// A user's token is dropped at most this often after the API server refused it: when its
+/// authentication is broken for everyone, requests are not queued behind a repair each.
+const FORGET_INTERVAL: Duration = Duration::from_secs(10);
 
 pub struct Accounts {
     client: Client,
@@ -108,6 +114,7 @@ impl Accounts {
             self.sync_bindings(user, &account, access).await?;
         }
         let (token, renew_at) = self.request_token(&account).await?;
+        let previous_forget = self.cache().get(&user).and_then(|e| e.forgotten_at);
         self.cache().insert(
             user,
             Entry {
@@ -115,6 +122,7 @@ impl Accounts {
                 access: Some(access.clone()),
                 token: Some((token.clone(), renew_at)),
                 last_used: Instant::now(),
+                forgotten_at: previous_forget,
             },
         );
         Ok(token)
@@ -273,14 +281,24 @@ impl Accounts {
         Ok(())
     }
 
-    /// Drops what is cached for the user (token, known access): the next request checks
-    /// the account and its bindings again and asks for a new token. The account stays
-    /// known, so the sweep still removes it when unused.
-    pub fn forget(&self, user: Uuid) {
-        if let Some(e) = self.cache().get_mut(&user) {
-            e.token = None;
-            e.access = None;
+    /// Drops what is cached for the user (token, known access), so the next request checks
+    /// the account and its bindings again and asks for a new token; at most once per
+    /// [`FORGET_INTERVAL`] (returns whether it did). The account stays known, so the sweep
+    /// still removes it when unused.
+    pub fn forget(&self, user: Uuid) -> bool {
+        let mut cache = self.cache();
+        let Some(e) = cache.get_mut(&user) else {
+            return false;
+        };
+        if e.forgotten_at
+            .is_some_and(|t| t.elapsed() < FORGET_INTERVAL)
+        {
+            return false;
         }
+        e.token = None;
+        e.access = None;
+        e.forgotten_at = Some(Instant::now());
+        true
     }
 
     /// Users with a service account here (made or adopted by this agent).
@@ -375,6 +393,7 @@ impl Accounts {
                     access: None,
                     token: None,
                     last_used: Instant::now(),
+                    forgotten_at: None,
                 }
             });
         }

@@ -98,15 +98,16 @@ pub async fn kube_request(cluster: &Cluster, req: Request<Incoming>) -> Response
         let mut answer = client
             .request(Request::from_parts(p, Body::new(body)))
             .await;
+        // The API server no longer takes the cached token: its service account was deleted
+        // or replaced behind the agent's back, or the token revoked. A fresh account and
+        // token are made, at once for a read, else on the next request (at most every few
+        // seconds per user: see `Accounts::forget`).
         if answer
             .as_ref()
             .is_ok_and(|r| r.status() == StatusCode::UNAUTHORIZED)
+            && cluster.accounts.forget(user)
         {
-            // The API server no longer takes the cached token: its service account was
-            // deleted or replaced behind the agent's back, or the token revoked. A fresh
-            // account and token are made, at once for a read, else on the next request.
             tracing::info!(%user, "the API server refused the user's token; renewing it");
-            cluster.accounts.forget(user);
             if let Some((method, uri, mut headers)) = replay
                 && let Ok(token) = cluster.accounts.token(user, name, &access).await
                 && let Ok(v) = header::HeaderValue::from_str(&format!("Bearer {token}"))

@@ -16,8 +16,8 @@ use tokio_util::sync::CancellationToken;
 use super::{AgentError, Context};
 use crate::client::HttpsClient;
 use crate::tunnel::{
-    AGENT_VERSION_HEADER, HEARTBEAT_PATH, Heartbeat, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT,
-    KUBE_PREFIX, UPGRADE_PROTOCOL, tunnel_path,
+    ACCOUNTS_PATH, AGENT_VERSION_HEADER, AgentAccounts, HEARTBEAT_PATH, Heartbeat,
+    KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT, KUBE_PREFIX, UPGRADE_PROTOCOL, tunnel_path,
 };
 
 /// Opens the tunnel and serves it; returns how long it was up once it ends, however it ended
@@ -126,13 +126,18 @@ async fn handle(ctx: Arc<Context>, req: Request<Incoming>) -> Response<Body> {
                     Some(k) => k.version().await,
                     None => None,
                 },
-                accounts: ctx
+            };
+            json_response(StatusCode::OK, &beat)
+        }
+        ACCOUNTS_PATH => {
+            let accounts = AgentAccounts {
+                users: ctx
                     .kube
                     .as_ref()
                     .map(|k| k.accounts.users())
                     .unwrap_or_default(),
             };
-            json_response(StatusCode::OK, &beat)
+            json_response(StatusCode::OK, &accounts)
         }
         path => json_response(
             StatusCode::NOT_FOUND,

@@ -184,7 +184,7 @@ async fn certificates(
     let items = certs
         .into_iter()
         .map(|c| CertificateView {
-            active: !c.is_void(user),
+            active: c.is_accepted(user),
             serial: c.serial,
             issued_at: c.issued_at,
             expires_at: c.expires_at,
@@ -254,36 +254,56 @@ async fn revoke_certificate(
             "must be the certificate's serial number in hex",
         ));
     }
-    let added = state.revoked_serials.insert(&serial);
+    let set = state.revoked_serials.clone();
     let (id, at, key) = (user.id, OffsetDateTime::now_utc(), serial.clone());
     let revoked = state
         .store
-        .write(move |txn| crate::store::certs::revoke(txn, id, &key, at))
+        .write(move |txn| {
+            let cert = crate::store::certs::revoke(txn, id, &key, at)?;
+            // The relay refuses it from before the commit: a request deciding meanwhile
+            // sees the serial here, or the committed change (which makes it decide again).
+            if let Some(c) = &cert {
+                set.insert(&c.serial, c.expires_at);
+            }
+            Ok(cert)
+        })
         .await;
     let cert = match revoked {
         Ok(Some(cert)) => cert,
-        failed => {
-            if added {
+        Ok(None) => {
+            let mut event = caller
+                .event("kubeconfig.revoke", Target::user(&user.name))
+                .with_outcome(404);
+            event.details = json!({ "serial": serial });
+            record(state, event, Durability::Fast).await?;
+            return Err(ApiError::not_found(format!(
+                "user {} has no unexpired certificate with serial {serial}",
+                user.name
+            )));
+        }
+        Err(e) => {
+            // The serial may be in the set without the commit: it stays only if the store
+            // has it revoked (by this call or another).
+            let key = serial.clone();
+            let stored = state
+                .store
+                .read(move |txn| crate::store::certs::is_revoked(txn, &key))
+                .await;
+            if matches!(stored, Ok(false)) {
                 state.revoked_serials.remove(&serial);
             }
-            return Err(match failed {
-                Err(e) => e.into(),
-                Ok(_) => ApiError::not_found(format!(
-                    "user {} has no unexpired certificate with serial {serial}",
-                    user.name
-                )),
-            });
+            return Err(e.into());
         }
     };
+    let closed = state.streams.close_serial(&serial);
+    if closed > 0 {
+        tracing::info!(user = %user.name, closed, "closed relay streams of a revoked certificate");
+    }
     let mut event = caller.event("kubeconfig.revoke", Target::user(&user.name));
     event.details = json!({
         "serial": cert.serial,
         "issued_at": cert.issued_at.unix_timestamp(),
     });
     record(state, event, Durability::Durable).await?;
-    let closed = state.streams.close_serial(&serial);
-    if closed > 0 {
-        tracing::info!(user = %user.name, closed, "closed relay streams of a revoked certificate");
-    }
     Ok(axum::http::StatusCode::NO_CONTENT)
 }

@@ -542,17 +542,18 @@ async fn audit_fast_batch_wait_is_ended_by_durable_appends_flushes_and_shutdown(
 async fn audit_a_steady_flow_of_fast_events_does_not_wake_the_writer() {
     let dir = tempfile::tempdir().unwrap();
     let options = AuditOptions {
-        fast_commit_wait: Duration::from_millis(10),
+        fast_commit_wait: Duration::from_millis(50),
         ..no_retention()
     };
     let (store, log) = open(dir.path(), options);
     log.append(varied(0), Durability::Fast).await.unwrap();
     tokio::time::sleep(Duration::from_millis(5)).await;
     let before = log.blocking_receives();
-    // About 60 gathering windows' worth of appends, 2 ms apart.
+    // About 30 gathering windows' worth of appends, 5 ms apart (a window finds nothing only
+    // if the test stalls for 50 ms).
     for i in 0..300 {
         log.append(varied(i), Durability::Fast).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(2)).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let during = log.blocking_receives() - before;
     assert!(
@@ -569,9 +570,9 @@ async fn audit_a_steady_flow_of_fast_events_does_not_wake_the_writer() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     // Idle: back to one blocking receive, not a poll every window.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let idle = log.blocking_receives();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(
         log.blocking_receives() - idle <= 1,
         "the writer polls an idle queue"

@@ -64,12 +64,16 @@ pub struct ClientCertificate {
 }
 
 impl ClientCertificate {
-    /// Void: revoked on its own, or issued before the user's credentials were revoked.
-    pub fn is_void(&self, user: &User) -> bool {
-        self.revoked_at.is_some()
-            || user
+    /// Whether the relay accepts it from `user` (its owner): not revoked on its own, not
+    /// issued before the user's credentials were revoked (compared to the millisecond, as
+    /// the relay reads the issue time from the certificate), and the user not disabled.
+    pub fn is_accepted(&self, user: &User) -> bool {
+        let millis = |t: OffsetDateTime| t.unix_timestamp_nanos() / 1_000_000;
+        self.revoked_at.is_none()
+            && !user.disabled
+            && user
                 .credentials_revoked_at
-                .is_some_and(|t| self.issued_at < t)
+                .is_none_or(|t| millis(self.issued_at) >= millis(t))
     }
 }
 

@@ -674,15 +674,12 @@ fn push_access(
 }
 
 /// When an agent connects, the users it keeps service accounts for get their current
-/// access pushed: accounts of users who lost access while the agent was away (deleted,
-/// disabled, grant or membership removed, or kubeconfigs revoked since `away_since`) are
-/// removed now instead of after the TTL, and bindings follow grants that changed.
-pub async fn agent_connected(
-    state: &AppState,
-    cluster: Uuid,
-    accounts: Vec<Uuid>,
-    away_since: Option<time::OffsetDateTime>,
-) {
+/// access pushed, so bindings follow grants that changed while it was away and the
+/// accounts of users who lost access meanwhile are removed now instead of after the TTL:
+/// users deleted or disabled, without a grant reaching the cluster, or whose kubeconfigs
+/// were revoked and who have not downloaded a new one since (a user with a newer
+/// kubeconfig may be using the account over the new tunnel already).
+pub async fn agent_connected(state: &AppState, cluster: Uuid, accounts: Vec<Uuid>) {
     if accounts.is_empty() {
         return;
     }
@@ -697,7 +694,14 @@ pub async fn agent_connected(
             };
             let mut users = Vec::with_capacity(accounts.len());
             for id in accounts {
-                users.push((id, crate::store::users::get(txn, id)?));
+                let user = crate::store::users::get(txn, id)?;
+                let renewed = match user.as_ref().and_then(|u| u.credentials_revoked_at) {
+                    Some(revoked) => crate::store::certs::of_user(txn, id)?
+                        .iter()
+                        .any(|c| c.revoked_at.is_none() && c.issued_at >= revoked),
+                    None => true,
+                };
+                users.push((id, user, renewed));
             }
             Ok(Some((p.name, users)))
         })
@@ -710,13 +714,9 @@ pub async fn agent_connected(
             return;
         }
     };
-    for (id, user) in users {
-        let revoked_meanwhile = |u: &User| match (u.credentials_revoked_at, away_since) {
-            (Some(revoked), Some(away)) => revoked >= away,
-            _ => false,
-        };
+    for (id, user, renewed) in users {
         let access = match &user {
-            Some(u) if !u.disabled && !revoked_meanwhile(u) => {
+            Some(u) if !u.disabled && renewed => {
                 ClusterAccess::from_grants(&state.authz.effective_grants(id), &project)
             }
             _ => ClusterAccess::default(),

@@ -88,11 +88,12 @@ impl Streams {
 
 /// Serials of client certificates revoked one by one (and not expired), which the relay
 /// refuses: loaded from the store at start, added to before a revocation is committed.
+/// Expired entries are dropped as new ones come.
 #[derive(Default)]
-pub struct RevokedSerials(std::sync::RwLock<std::collections::HashSet<String>>);
+pub struct RevokedSerials(std::sync::RwLock<HashMap<String, time::OffsetDateTime>>);
 
 impl RevokedSerials {
-    pub fn new(serials: impl IntoIterator<Item = String>) -> Self {
+    pub fn new(serials: impl IntoIterator<Item = (String, time::OffsetDateTime)>) -> Self {
         Self(std::sync::RwLock::new(serials.into_iter().collect()))
     }
 
@@ -100,14 +101,15 @@ impl RevokedSerials {
         self.0
             .read()
             .unwrap_or_else(|p| p.into_inner())
-            .contains(serial)
+            .contains_key(serial)
     }
 
-    pub fn insert(&self, serial: &str) -> bool {
-        self.0
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(serial.to_owned())
+    /// Adds a serial until `expires` (when the certificate is void anyway).
+    pub fn insert(&self, serial: &str, expires: time::OffsetDateTime) {
+        let now = time::OffsetDateTime::now_utc();
+        let mut set = self.0.write().unwrap_or_else(|p| p.into_inner());
+        set.retain(|_, until| *until > now);
+        set.insert(serial.to_owned(), expires);
     }
 
     pub fn remove(&self, serial: &str) {

@@ -38,14 +38,23 @@ pub fn of_user(txn: &ReadTransaction, user: Uuid) -> Result<Vec<ClientCertificat
     Ok(out)
 }
 
-/// Serials revoked one by one that have not expired yet.
-pub fn revoked_serials(txn: &ReadTransaction) -> Result<Vec<String>> {
+/// Serials revoked one by one that have not expired yet, with their expiry.
+pub fn revoked_serials(txn: &ReadTransaction) -> Result<Vec<(String, OffsetDateTime)>> {
     let now = OffsetDateTime::now_utc();
     Ok(all(txn)?
         .into_iter()
         .filter(|c| c.revoked_at.is_some() && c.expires_at > now)
-        .map(|c| c.serial)
+        .map(|c| (c.serial, c.expires_at))
         .collect())
+}
+
+/// Whether the certificate with this serial is revoked on its own.
+pub fn is_revoked(txn: &ReadTransaction, serial: &str) -> Result<bool> {
+    let table = txn.open_table(CLIENT_CERTS)?;
+    let Some(v) = table.get(serial)? else {
+        return Ok(false);
+    };
+    Ok(decode::<ClientCertificate>(v.value())?.revoked_at.is_some())
 }
 
 /// Marks the user's certificate revoked; None when the user has no certificate with that
@@ -144,7 +153,13 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(again.revoked_at, Some(now));
-        assert_eq!(store.read_blocking(revoked_serials).unwrap(), ["0a"]);
+        let serials = store.read_blocking(revoked_serials).unwrap();
+        assert_eq!(
+            serials.iter().map(|(s, _)| s.as_str()).collect::<Vec<_>>(),
+            ["0a"]
+        );
+        assert!(store.read_blocking(|t| is_revoked(t, "0a")).unwrap());
+        assert!(!store.read_blocking(|t| is_revoked(t, "0c")).unwrap());
         // The expired one went with the next insert.
         store
             .write_blocking(|t| insert(t, &cert("0d", bob, 3600)))

@@ -31,6 +31,8 @@ pub const REGISTER_PATH: &str = "/agent/v1/register";
 
 /// Paths the agent serves on the tunnel.
 pub const HEARTBEAT_PATH: &str = "/v1/heartbeat";
+/// The users the agent keeps service accounts for ([`AgentAccounts`]).
+pub const ACCOUNTS_PATH: &str = "/v1/accounts";
 /// Kubernetes API requests: `/k8s/<path on the API server>`.
 pub const KUBE_PREFIX: &str = "/k8s";
 /// `POST /v1/users/{id}/access` with a [`UserAccess`]: reconcile (or remove) a user's
@@ -71,11 +73,14 @@ pub struct Heartbeat {
     pub agent_version: String,
     #[serde(default)]
     pub kubernetes_version: Option<String>,
-    /// Users the agent keeps a service account for. The server answers the first heartbeat
-    /// of a tunnel with each one's current access, so accounts of users who lost it while
-    /// the agent was away go at once.
-    #[serde(default)]
-    pub accounts: Vec<uuid::Uuid>,
+}
+
+/// What the agent answers on [`ACCOUNTS_PATH`]: the users it keeps a service account for.
+/// The server asks once per tunnel and answers with each one's current access, so the
+/// accounts of users who lost it while the agent was away go at once.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct AgentAccounts {
+    pub users: Vec<uuid::Uuid>,
 }
 
 /// Registration request and answer on [`REGISTER_PATH`] (and the renewal path, which takes

@@ -11,8 +11,8 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{
-    HEARTBEAT_INTERVAL, HEARTBEAT_PATH, HEARTBEAT_TIMEOUT, Heartbeat, KEEPALIVE_INTERVAL,
-    KEEPALIVE_TIMEOUT,
+    ACCOUNTS_PATH, AgentAccounts, HEARTBEAT_INTERVAL, HEARTBEAT_PATH, HEARTBEAT_TIMEOUT, Heartbeat,
+    KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT,
 };
 use crate::domain::audit::{Actor, Durability, NewEvent, Target};
 use crate::domain::cluster::Cluster;
@@ -156,7 +156,7 @@ async fn heartbeats(
         if !first {
             tokio::time::sleep(HEARTBEAT_INTERVAL).await;
         }
-        let mut beat = match tokio::time::timeout(HEARTBEAT_TIMEOUT, heartbeat(&mut sender)).await {
+        let beat = match tokio::time::timeout(HEARTBEAT_TIMEOUT, heartbeat(&mut sender)).await {
             Ok(Ok(beat)) => beat,
             Ok(Err(e)) => return format!("heartbeat failed: {e}"),
             Err(_) => {
@@ -170,45 +170,56 @@ async fn heartbeats(
             Some(beat.agent_version.clone()),
             beat.kubernetes_version.clone(),
         );
-        let accounts = if first {
-            std::mem::take(&mut beat.accounts)
-        } else {
-            Vec::new()
-        };
         state.tunnels.heartbeat(cluster, generation, beat);
         if first {
-            let away_since = state
-                .store
-                .read(move |txn| {
-                    crate::store::named::read::by_id::<Cluster>(txn, &cluster.to_string())
-                })
-                .await
-                .ok()
-                .flatten()
-                .and_then(|c| c.last_seen);
             // Versions are kept on the cluster record so an offline cluster still shows them.
             remember(state, cluster, versions.0, versions.1).await;
-            crate::relay::agent_connected(state, cluster, accounts, away_since).await;
+            tokio::spawn(catch_up(state.clone(), cluster, sender.clone()));
         }
         first = false;
     }
 }
 
+/// Largest list of service accounts read from an agent (some 200,000 users).
+const MAX_ACCOUNTS_BYTES: usize = 8 << 20;
+
+/// Once per tunnel: asks the agent which users it keeps service accounts for and tells it
+/// each one's current access (see [`crate::relay::agent_connected`]).
+async fn catch_up(state: AppState, cluster: Uuid, mut sender: SendRequest<Body>) {
+    let asked = get_json::<AgentAccounts>(&mut sender, ACCOUNTS_PATH, MAX_ACCOUNTS_BYTES);
+    match tokio::time::timeout(HEARTBEAT_TIMEOUT * 3, asked).await {
+        Ok(Ok(accounts)) => crate::relay::agent_connected(&state, cluster, accounts.users).await,
+        Ok(Err(e)) => {
+            tracing::warn!(%cluster, error = %e, "cannot read the agent's service accounts")
+        }
+        Err(_) => tracing::warn!(%cluster, "the agent did not list its service accounts"),
+    }
+}
+
 async fn heartbeat(sender: &mut SendRequest<Body>) -> Result<Heartbeat, String> {
+    get_json(sender, HEARTBEAT_PATH, MAX_HEARTBEAT_BYTES).await
+}
+
+/// `GET path` on the agent, its answer (at most `limit` bytes) read as JSON.
+async fn get_json<T: serde::de::DeserializeOwned>(
+    sender: &mut SendRequest<Body>,
+    path: &str,
+    limit: usize,
+) -> Result<T, String> {
     sender.ready().await.map_err(|e| e.to_string())?;
-    let req = hyper::Request::get(format!("http://agent{HEARTBEAT_PATH}"))
+    let req = hyper::Request::get(format!("http://agent{path}"))
         .body(Body::empty())
         .map_err(|e| e.to_string())?;
     let res = sender.send_request(req).await.map_err(|e| e.to_string())?;
     if !res.status().is_success() {
         return Err(format!("the agent answered {}", res.status()));
     }
-    let body = http_body_util::Limited::new(res.into_body(), MAX_HEARTBEAT_BYTES)
+    let body = http_body_util::Limited::new(res.into_body(), limit)
         .collect()
         .await
         .map_err(|e| e.to_string())?
         .to_bytes();
-    serde_json::from_slice(&body).map_err(|e| format!("unreadable heartbeat: {e}"))
+    serde_json::from_slice(&body).map_err(|e| format!("unreadable answer to {path}: {e}"))
 }
 
 /// Stores what the agent reported and when it was last seen.

@@ -292,7 +292,7 @@ async fn an_account_deleted_outside_ztka_is_made_again_after_forget() {
         token,
         "cached until told otherwise"
     );
-    agent.accounts.forget(user);
+    assert!(agent.accounts.forget(user));
     let renewed = agent.accounts.token(user, "bea", &full()).await.unwrap();
     assert_ne!(renewed, token);
     assert!(s.has_account(&sa).await);
@@ -302,4 +302,12 @@ async fn an_account_deleted_outside_ztka_is_made_again_after_forget() {
         vec![user],
         "still known to the sweep"
     );
+    // Not again right away (a broken API server would have every request repair first),
+    // and never for a user the agent does not know.
+    assert!(!agent.accounts.forget(user));
+    assert_eq!(
+        agent.accounts.token(user, "bea", &full()).await.unwrap(),
+        renewed
+    );
+    assert!(!agent.accounts.forget(Uuid::now_v7()));
 }

@@ -87,11 +87,7 @@ pub async fn kube_request(cluster: &Cluster, req: Request<Incoming>) -> Response
     }
     let Some(protocol) = upgrade else {
         let (p, ()) = out.into_parts();
-        let client = if is_streaming(p.uri.path(), p.uri.query()) {
-            &cluster.upstream.streaming
-        } else {
-            &cluster.upstream.client
-        };
+        let client = &cluster.upstream.client;
         // A read without a body can be sent again as it was.
         let replay = matches!(p.method, Method::GET | Method::HEAD)
             .then(|| (p.method.clone(), p.uri.clone(), p.headers.clone()));
@@ -134,14 +130,6 @@ pub async fn kube_request(cluster: &Cluster, req: Request<Incoming>) -> Response
         };
     };
     upgrade_request(cluster, out, protocol, body).await
-}
-
-/// Watches (`?watch=true`, or the older `/watch/` paths) and followed logs: requests whose
-/// answer lasts as long as the client wants.
-fn is_streaming(path: &str, query: Option<&str>) -> bool {
-    crate::tunnel::query_flag(query, "watch")
-        || crate::tunnel::query_flag(query, "follow")
-        || path.split('/').any(|segment| segment == "watch")
 }
 
 trait RetainHopByHop {
@@ -268,43 +256,5 @@ pub async fn user_access(cluster: &Cluster, user: &str, req: Request<Incoming>) 
             res
         }
         Err(e) => status(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", e),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::is_streaming;
-
-    #[test]
-    fn watches_and_followed_logs_are_streams_and_the_rest_is_not() {
-        for (path, query) in [
-            ("/api/v1/namespaces/a/pods", Some("watch=true")),
-            (
-                "/api/v1/pods",
-                Some("resourceVersion=5&watch=1&timeoutSeconds=30"),
-            ),
-            ("/apis/apps/v1/watch/namespaces/a/deployments", None),
-            (
-                "/api/v1/namespaces/a/pods/x/log",
-                Some("container=c&follow=true"),
-            ),
-        ] {
-            assert!(is_streaming(path, query), "{path}?{query:?}");
-        }
-        for (path, query) in [
-            ("/api/v1/namespaces/a/pods", None),
-            ("/api/v1/namespaces/a/pods", Some("watch=false")),
-            (
-                "/api/v1/namespaces/a/pods/x/log",
-                Some("follow=false&tailLines=10"),
-            ),
-            (
-                "/api/v1/namespaces/watchers/pods",
-                Some("labelSelector=watch%3Dtrue"),
-            ),
-            ("/api/v1/namespaces/a/configmaps/watch-list", None),
-        ] {
-            assert!(!is_streaming(path, query), "{path}?{query:?}");
-        }
     }
 }

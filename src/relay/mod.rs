@@ -388,6 +388,7 @@ async fn forward(
             headers.insert(HeaderName::from_static(name), v);
         }
     }
+    never_indexed(&mut headers, "x-request-id");
     let query = parts
         .uri
         .query()
@@ -482,6 +483,16 @@ async fn forward(
         }
     }
     Ok(response)
+}
+
+/// Marks a header whose value is new with every request so that HTTP/2 (the tunnel) sends it
+/// as a literal that is never indexed: indexing it would only push the values that do repeat
+/// (the user, the access level, the client's headers) out of the connection's header table,
+/// and each of those would then be sent, and Huffman-coded, in full again.
+fn never_indexed(headers: &mut HeaderMap, name: &'static str) {
+    if let Some(v) = headers.get_mut(name) {
+        v.set_sensitive(true);
+    }
 }
 
 /// The agent's response body, ended with an error (so the client sees the stream break)

@@ -1,5 +1,4 @@
-//! Write coalescing for HTTP/2 connections: both ends of the tunnel and the agent's
-//! connection to the API server. HTTP/2 flushes after every turn of its connection task, and
+//! Write coalescing for the tunnel's HTTP/2 connection, at both ends. HTTP/2 flushes after every turn of its connection task, and
 //! on a busy connection each answer wakes that task on its own, so without help every
 //! response (or request) costs one TLS record and one `writev`. [`Coalesce`]
 //! holds what was written until the connection task has let every other ready task run
@@ -26,8 +25,6 @@ const MAX_SKIP: u8 = 31;
 
 pub struct Coalesce<T> {
     inner: T,
-    /// Whether writes are held at all (see [`Coalesce::passthrough`]).
-    holds: bool,
     held: Vec<u8>,
     /// How much of `held` was written already.
     sent: usize,
@@ -54,7 +51,6 @@ impl<T> Coalesce<T> {
     pub fn new(inner: T) -> Self {
         Self {
             inner,
-            holds: true,
             held: Vec::with_capacity(16 * 1024),
             sent: 0,
             accepted: 0,
@@ -64,28 +60,6 @@ impl<T> Coalesce<T> {
             backoff: 0,
             defers: several_workers(),
         }
-    }
-
-    /// Writes go straight through: for a connection that carries one exchange at a time,
-    /// whose writes nothing would join.
-    pub fn passthrough(inner: T) -> Self {
-        Self {
-            inner,
-            holds: false,
-            held: Vec::new(),
-            sent: 0,
-            accepted: 0,
-            yielded_at: None,
-            draining: false,
-            skip: 0,
-            backoff: 0,
-            defers: false,
-        }
-    }
-
-    /// Whether writes are held (made by [`Coalesce::new`]).
-    pub fn holds(&self) -> bool {
-        self.holds
     }
 }
 
@@ -148,9 +122,6 @@ impl<T: hyper::rt::Write + Unpin> hyper::rt::Write for Coalesce<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        if !self.holds {
-            return Pin::new(&mut self.inner).poll_write(cx, buf);
-        }
         ready!(self.poll_room(cx, buf.len()))?;
         self.hold(buf);
         Poll::Ready(Ok(buf.len()))
@@ -161,9 +132,6 @@ impl<T: hyper::rt::Write + Unpin> hyper::rt::Write for Coalesce<T> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        if !self.holds {
-            return Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        }
         let total = bufs.iter().map(|b| b.len()).sum();
         ready!(self.poll_room(cx, total))?;
         for b in bufs {
@@ -173,7 +141,7 @@ impl<T: hyper::rt::Write + Unpin> hyper::rt::Write for Coalesce<T> {
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.holds || self.inner.is_write_vectored()
+        true
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -324,16 +292,6 @@ mod tests {
         assert!(round(&mut io, false));
         assert!(!round(&mut io, false));
         assert!(round(&mut io, false));
-    }
-
-    #[test]
-    fn passthrough_writes_at_once_and_never_yields() {
-        let rec = Recorder::default();
-        let mut io = Coalesce::passthrough(rec.clone());
-        let mut io = Pin::new(&mut io);
-        assert!(!io.holds());
-        assert!((0..5).all(|_| !round(&mut io, false)));
-        assert_eq!(rec.0.lock().unwrap().concat(), b"frame".repeat(5));
     }
 
     #[test]

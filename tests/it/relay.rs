@@ -738,11 +738,23 @@ async fn revocation_ends_open_streams_and_removes_the_service_account() {
         .post("/api/v1/users/eve/kubeconfig/revoke", json!({}))
         .await;
     assert_eq!(s, 204);
+    // Within a second of the revocation's answer (SPEC: revocation is immediate); the
+    // streams end in a few milliseconds, and kubectl exits when they do.
     let revoked = Instant::now();
-    let w = tokio::time::timeout(Duration::from_secs(5), watch.wait()).await;
-    let e = tokio::time::timeout(Duration::from_secs(5), exec.wait()).await;
-    assert!(w.is_ok(), "the watch is still open after revocation");
-    assert!(e.is_ok(), "the exec session is still open after revocation");
+    let w = tokio::time::timeout(Duration::from_secs(1), watch.wait()).await;
+    let e = tokio::time::timeout(
+        Duration::from_secs(1).saturating_sub(revoked.elapsed()),
+        exec.wait(),
+    )
+    .await;
+    assert!(
+        w.is_ok(),
+        "the watch is still open a second after revocation"
+    );
+    assert!(
+        e.is_ok(),
+        "the exec session is still open a second after revocation"
+    );
     eprintln!("streams ended {:?} after the revocation", revoked.elapsed());
     let out = kubectl(&bin, &kc, &["get", "pods"], None).await;
     assert_ne!(out.code, 0);

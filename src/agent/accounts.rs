@@ -52,6 +52,19 @@ struct Entry {
     forgotten_at: Option<Instant>,
 }
 
+impl Entry {
+    /// An account whose bindings are of unknown access (the next request syncs them).
+    fn new(account: String) -> Self {
+        Self {
+            account,
+            access: None,
+            token: None,
+            last_used: Instant::now(),
+            forgotten_at: None,
+        }
+    }
+}
+
 /// A user's token is dropped at most this often after the API server refused it: when its
 /// authentication is broken for everyone, requests are not queued behind a repair each.
 const FORGET_INTERVAL: Duration = Duration::from_secs(10);
@@ -114,17 +127,15 @@ impl Accounts {
             self.sync_bindings(user, &account, access).await?;
         }
         let (token, renew_at) = self.request_token(&account).await?;
-        let previous_forget = self.cache().get(&user).and_then(|e| e.forgotten_at);
-        self.cache().insert(
-            user,
-            Entry {
-                account,
-                access: Some(access.clone()),
-                token: Some((token.clone(), renew_at)),
-                last_used: Instant::now(),
-                forgotten_at: previous_forget,
-            },
-        );
+        let mut cache = self.cache();
+        // Kept (and so its last forget), or new.
+        let e = cache
+            .entry(user)
+            .or_insert_with(|| Entry::new(String::new()));
+        e.account = account;
+        e.access = Some(access.clone());
+        e.token = Some((token.clone(), renew_at));
+        e.last_used = Instant::now();
         Ok(token)
     }
 
@@ -387,14 +398,7 @@ impl Accounts {
             };
             cache.entry(user).or_insert_with(|| {
                 n += 1;
-                Entry {
-                    account: sa.metadata.name.clone().unwrap_or_default(),
-                    // Unknown: the next request re-syncs the bindings.
-                    access: None,
-                    token: None,
-                    last_used: Instant::now(),
-                    forgotten_at: None,
-                }
+                Entry::new(sa.metadata.name.clone().unwrap_or_default())
             });
         }
         Ok(n)

@@ -69,51 +69,46 @@ pub async fn kube_request(cluster: &Cluster, req: Request<Incoming>) -> Response
         .unwrap_or_default();
     let uri = format!("{}{path}{query}", cluster.upstream.base);
     let upgrade = h.get(UPGRADE_HEADER).cloned();
-    let mut out = match Request::builder()
-        .method(parts.method.clone())
-        .uri(&uri)
-        .body(())
-    {
+    // The request to the API server as the user's service account: the relayed request's
+    // method and headers (less what must not travel), to `uri`, with `token`.
+    let upstream = |token: &str| -> Result<Request<()>, hyper::http::Error> {
+        let mut out = Request::builder()
+            .method(parts.method.clone())
+            .uri(&uri)
+            .body(())?;
+        for (k, v) in h.iter() {
+            if let Some(v) = crate::tunnel::forwarded_request_header(k, v) {
+                out.headers_mut().append(k.clone(), v);
+            }
+        }
+        if let Ok(v) = header::HeaderValue::from_str(&format!("Bearer {token}")) {
+            out.headers_mut().insert(header::AUTHORIZATION, v);
+        }
+        Ok(out)
+    };
+    let out = match upstream(&token) {
         Ok(r) => r,
         Err(e) => return status(StatusCode::BAD_REQUEST, "BadRequest", e.to_string()),
     };
-    for (k, v) in h.iter() {
-        if let Some(v) = crate::tunnel::forwarded_request_header(k, v) {
-            out.headers_mut().append(k.clone(), v);
-        }
-    }
-    if let Ok(v) = header::HeaderValue::from_str(&format!("Bearer {token}")) {
-        out.headers_mut().insert(header::AUTHORIZATION, v);
-    }
     let Some(protocol) = upgrade else {
-        let (p, ()) = out.into_parts();
         let client = &cluster.upstream.client;
-        // A read without a body can be sent again as it was.
-        let replay = matches!(p.method, Method::GET | Method::HEAD)
-            .then(|| (p.method.clone(), p.uri.clone(), p.headers.clone()));
-        let mut answer = client
-            .request(Request::from_parts(p, Body::new(body)))
-            .await;
+        let mut answer = client.request(out.map(|()| Body::new(body))).await;
         // The API server no longer takes the cached token: its service account was deleted
         // or replaced behind the agent's back, or the token revoked. A fresh account and
-        // token are made, at once for a read, else on the next request (at most every few
-        // seconds per user: see `Accounts::forget`).
+        // token are made, at once for a read (which has no body and can be sent again),
+        // else on the next request (at most every few seconds per user: see
+        // `Accounts::forget`).
         if answer
             .as_ref()
             .is_ok_and(|r| r.status() == StatusCode::UNAUTHORIZED)
             && cluster.accounts.forget(user)
         {
             tracing::info!(%user, "the API server refused the user's token; renewing it");
-            if let Some((method, uri, mut headers)) = replay
+            if matches!(parts.method, Method::GET | Method::HEAD)
                 && let Ok(token) = cluster.accounts.token(user, name, &access).await
-                && let Ok(v) = header::HeaderValue::from_str(&format!("Bearer {token}"))
+                && let Ok(again) = upstream(&token)
             {
-                headers.insert(header::AUTHORIZATION, v);
-                let mut again = Request::new(Body::empty());
-                *again.method_mut() = method;
-                *again.uri_mut() = uri;
-                *again.headers_mut() = headers;
-                answer = client.request(again).await;
+                answer = client.request(again.map(|()| Body::empty())).await;
             }
         }
         return match answer {

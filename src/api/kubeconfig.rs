@@ -67,7 +67,7 @@ pub async fn download(
     let key = rcgen::KeyPair::generate().map_err(ApiError::internal)?;
     // The issue time, to the millisecond, in the certificate and in its record: a
     // revocation voids what was issued before it.
-    let issued_ms = OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
+    let issued_ms = crate::domain::user::unix_millis(OffsetDateTime::now_utc());
     let issued_at = OffsetDateTime::from_unix_timestamp_nanos(issued_ms * 1_000_000)
         .map_err(ApiError::internal)?;
     let cert = state

@@ -6,9 +6,10 @@
 //! callers are woken only after that commit. A batch of `Fast` events alone gathers for
 //! `fast_commit_wait` without waking the writer per event, and while they keep coming the
 //! writer sleeps out each window instead of blocking on the queue, so no append has to wake
-//! it; a durable append, a flush or a sweep cuts that wait short. Queue space is a semaphore released after the
-//! commit, so a stalled disk pushes back on callers instead of growing memory. Dropping the
-//! last handle (or [`AuditLog::close`]) lets the writer commit what is queued and stop.
+//! it; a durable append, a flush or a sweep cuts that wait short. Queue space is a semaphore
+//! released after the commit, so a stalled disk pushes back on callers instead of growing
+//! memory. Dropping the last handle (or [`AuditLog::close`]) lets the writer commit what is
+//! queued and stop.
 
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -615,12 +616,13 @@ impl Writer {
                 }
                 Err(RecvTimeoutError::Disconnected) => break,
             };
-            let fast = matches!(first, Msg::Append { done: None, .. });
-            if fast && self.callers.max == 0 && !waited {
-                // No durable caller is expected, so nobody waits for this batch: let it
-                // gather before taking the database's only write slot. Appenders meanwhile
-                // find no receiver to wake, which spares every fast append a wake-up of
-                // this thread.
+            // No durable caller is expected, so nobody waits for this batch.
+            let fast_only =
+                matches!(first, Msg::Append { done: None, .. }) && self.callers.max == 0;
+            if fast_only && !waited {
+                // Let it gather before taking the database's only write slot. Appenders
+                // meanwhile find no receiver to wake, which spares every fast append a
+                // wake-up of this thread.
                 self.wait_for_fast(Instant::now() + self.options.fast_commit_wait);
             }
             // Whoever asked for a batch before this point is queued, and this batch takes
@@ -628,7 +630,7 @@ impl Writer {
             let urgent = self.urgent.swap(false, Ordering::AcqRel);
             // A fast-only batch has gathered for its window already: it takes what is
             // queued and does not wait on the queue for more (where appends would wake it).
-            let deadline = if fast && self.callers.max == 0 && !urgent {
+            let deadline = if fast_only && !urgent {
                 Instant::now()
             } else {
                 Instant::now() + self.options.group_commit_wait
@@ -647,7 +649,7 @@ impl Writer {
                 let durability = self.durability(&batch);
                 Ok((durability, durability))
             });
-            flowing = fast && batch_was_fast(&batch);
+            flowing = batch_was_fast(&batch);
             self.commit(batch, written);
             if disconnected {
                 break;

@@ -65,16 +65,17 @@ pub struct ClientCertificate {
 
 impl ClientCertificate {
     /// Whether the relay accepts it from `user` (its owner): not revoked on its own, not
-    /// issued before the user's credentials were revoked (compared to the millisecond, as
-    /// the relay reads the issue time from the certificate), and the user not disabled.
+    /// voided by the user's credential revocation, and the user not disabled.
     pub fn is_accepted(&self, user: &User) -> bool {
-        let millis = |t: OffsetDateTime| t.unix_timestamp_nanos() / 1_000_000;
         self.revoked_at.is_none()
             && !user.disabled
-            && user
-                .credentials_revoked_at
-                .is_none_or(|t| millis(self.issued_at) >= millis(t))
+            && !user.revoked_credentials_issued_at(unix_millis(self.issued_at))
     }
+}
+
+/// Milliseconds since the epoch: the precision of a certificate's recorded issue time.
+pub fn unix_millis(t: OffsetDateTime) -> i128 {
+    t.unix_timestamp_nanos() / 1_000_000
 }
 
 impl std::fmt::Debug for User {
@@ -89,6 +90,13 @@ impl std::fmt::Debug for User {
 }
 
 impl User {
+    /// Whether a credential issued at `issued_ms` (unix milliseconds, as recorded in a
+    /// kubeconfig certificate) was voided by the user's last credential revocation.
+    pub fn revoked_credentials_issued_at(&self, issued_ms: i128) -> bool {
+        self.credentials_revoked_at
+            .is_some_and(|t| issued_ms < unix_millis(t))
+    }
+
     pub fn new_local(name: &str, password_hash: String, now: OffsetDateTime) -> Self {
         Self::new(name, UserKind::Local, Some(password_hash), now)
     }

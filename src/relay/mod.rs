@@ -47,8 +47,8 @@ pub use crate::tunnel::kube_status as status;
 /// Who is asking and where to.
 struct Authorized {
     user: User,
-    /// Of the client certificate.
-    serial: String,
+    /// The client certificate (its serial names the streams it opens).
+    certificate: std::sync::Arc<crate::pki::identity::PeerCertificate>,
     groups: Vec<String>,
     cluster: Cluster,
     project: String,
@@ -127,7 +127,7 @@ async fn handle(State(state): State<AppState>, req: Request) -> Response {
         let decision = authorize(&state, conn.as_ref(), cluster_name)
             .await
             .map(|a| {
-                let guard = state.streams.open(a.user.id, &a.project, &a.serial);
+                let guard = state.streams.open(a.user.id, &a.project, &a.certificate);
                 (a, guard)
             });
         if lookup_generation(&state) == generation {
@@ -246,13 +246,12 @@ async fn authorize(
     }
     // Exact issue time from the certificate; without it, whole seconds, and a certificate
     // from the second of the revocation counts as revoked.
-    let revoked = user.credentials_revoked_at.is_some_and(|t| {
-        let revoked_ms = t.unix_timestamp_nanos() / 1_000_000;
-        match crate::domain::cluster::issued_millis(&peer.units) {
-            Some(ms) => ms < revoked_ms,
-            None => (peer.not_before + CERT_BACKDATE_SECS) <= t.unix_timestamp(),
-        }
-    });
+    let revoked = match crate::domain::cluster::issued_millis(&peer.units) {
+        Some(ms) => user.revoked_credentials_issued_at(ms),
+        None => user
+            .credentials_revoked_at
+            .is_some_and(|t| (peer.not_before + CERT_BACKDATE_SECS) <= t.unix_timestamp()),
+    };
     if revoked || state.revoked_serials.contains(&peer.serial) {
         return Err(Box::new((
             StatusCode::UNAUTHORIZED,
@@ -281,7 +280,7 @@ async fn authorize(
     }
     Ok(Authorized {
         user,
-        serial: peer.serial.clone(),
+        certificate: peer.clone(),
         groups,
         cluster,
         project: project.name,
@@ -706,11 +705,14 @@ pub async fn agent_connected(state: &AppState, cluster: Uuid, accounts: Vec<Uuid
             let mut users = Vec::with_capacity(accounts.len());
             for id in accounts {
                 let user = crate::store::users::get(txn, id)?;
-                let renewed = match user.as_ref().and_then(|u| u.credentials_revoked_at) {
-                    Some(revoked) => crate::store::certs::of_user(txn, id)?
-                        .iter()
-                        .any(|c| c.revoked_at.is_none() && c.issued_at >= revoked),
-                    None => true,
+                // A kubeconfig the relay still accepts, when the user's were revoked.
+                let renewed = match &user {
+                    Some(u) if u.credentials_revoked_at.is_some() => {
+                        crate::store::certs::of_user(txn, id)?
+                            .iter()
+                            .any(|c| c.is_accepted(u))
+                    }
+                    _ => true,
                 };
                 users.push((id, user, renewed));
             }

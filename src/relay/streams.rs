@@ -6,13 +6,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio_util::sync::CancellationToken;
+
+use crate::pki::identity::PeerCertificate;
 use uuid::Uuid;
 
 struct Entry {
     user: Uuid,
     project: String,
-    /// Serial of the client certificate the stream was opened with.
-    serial: String,
+    /// The client certificate the stream was opened with.
+    certificate: Arc<PeerCertificate>,
     token: CancellationToken,
 }
 
@@ -40,7 +42,12 @@ impl Streams {
         self.open.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn open(self: &Arc<Self>, user: Uuid, project: &str, serial: &str) -> StreamGuard {
+    pub fn open(
+        self: &Arc<Self>,
+        user: Uuid,
+        project: &str,
+        certificate: &Arc<PeerCertificate>,
+    ) -> StreamGuard {
         let id = self.ids.fetch_add(1, Ordering::Relaxed);
         let token = CancellationToken::new();
         self.lock().insert(
@@ -48,7 +55,7 @@ impl Streams {
             Entry {
                 user,
                 project: project.to_owned(),
-                serial: serial.to_owned(),
+                certificate: certificate.clone(),
                 token: token.clone(),
             },
         );
@@ -61,20 +68,17 @@ impl Streams {
 
     /// Ends every open stream of `user` in a project for which `allowed` says no.
     pub fn close_where(&self, user: Uuid, allowed: impl Fn(&str) -> bool) -> usize {
-        let mut closed = 0;
-        for e in self.lock().values().filter(|e| e.user == user) {
-            if !allowed(&e.project) {
-                e.token.cancel();
-                closed += 1;
-            }
-        }
-        closed
+        self.close(|e| e.user == user && !allowed(&e.project))
     }
 
     /// Ends every open stream opened with the certificate `serial`.
     pub fn close_serial(&self, serial: &str) -> usize {
+        self.close(|e| e.certificate.serial == serial)
+    }
+
+    fn close(&self, matches: impl Fn(&Entry) -> bool) -> usize {
         let mut closed = 0;
-        for e in self.lock().values().filter(|e| e.serial == serial) {
+        for e in self.lock().values().filter(|e| matches(e)) {
             e.token.cancel();
             closed += 1;
         }

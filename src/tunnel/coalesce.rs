@@ -1,9 +1,9 @@
-//! Write coalescing for the tunnel's HTTP/2 connection, at both ends. HTTP/2 flushes after every turn of its connection task, and
-//! on a busy connection each answer wakes that task on its own, so without help every
-//! response (or request) costs one TLS record and one `writev`. [`Coalesce`]
-//! holds what was written until the connection task has let every other ready task run
-//! once: the frames those tasks produce in the meantime go out in the same write. On an idle
-//! tunnel the wait is one trip through the runtime's queue.
+//! Write coalescing for the tunnel's HTTP/2 connection, at both ends. HTTP/2 flushes after
+//! every turn of its connection task, and on a busy connection each answer wakes that task
+//! on its own, so without help every response (or request) costs one TLS record and one
+//! `writev`. [`Coalesce`] holds what was written until the connection task has let every
+//! other ready task run once: the frames those tasks produce in the meantime go out in the
+//! same write. On an idle tunnel the wait is one trip through the runtime's queue.
 //!
 //! The wait only pays when other requests are on their way, and on one request at a time
 //! it is pure cost: on a runtime with several workers, the yield wakes an idle worker (a

@@ -18,6 +18,9 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use crate::agent::import;
 use crate::fixture::{ApiClient, ServerProcess, client_trusting, ztka};
 
+/// Every test user's password.
+const PASSWORD: &str = "a long enough password";
+
 struct Env {
     sim: KubeSim,
     server: ServerProcess,
@@ -203,12 +206,11 @@ impl Env {
         grant: Option<Value>,
         group: Option<&str>,
     ) -> (PathBuf, ApiClient) {
-        let pw = "a long enough password";
         let (s, b) = self
             .admin
             .post(
                 "/api/v1/users",
-                json!({"name": name, "password": pw, "must_change_password": false}),
+                json!({"name": name, "password": PASSWORD, "must_change_password": false}),
             )
             .await;
         assert_eq!(s, 201, "{b}");
@@ -227,16 +229,22 @@ impl Env {
                 .await;
             assert!((200..300).contains(&s), "{s} {b}");
         }
+        let mut c = self.sign_in(name).await;
+        let path = self.download(&mut c, name).await;
+        (path, c)
+    }
+
+    /// A new session of a user made by [`Env::user`].
+    async fn sign_in(&self, name: &str) -> ApiClient {
         let mut c = ApiClient::new(self.server.client(), self.server.url(""));
         let (s, b) = c
             .post(
                 "/api/v1/auth/login",
-                json!({"username": name, "password": pw}),
+                json!({"username": name, "password": PASSWORD}),
             )
             .await;
         assert_eq!(s, 200, "{b}");
-        let path = self.download(&mut c, name).await;
-        (path, c)
+        c
     }
 
     /// The id of the grant held by user `name`.
@@ -767,14 +775,7 @@ async fn revocation_ends_open_streams_and_removes_the_service_account() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // A new kubeconfig works again.
-    let mut c = ApiClient::new(env.server.client(), env.server.url(""));
-    let (s, _) = c
-        .post(
-            "/api/v1/auth/login",
-            json!({"username": "eve", "password": "a long enough password"}),
-        )
-        .await;
-    assert_eq!(s, 200);
+    let mut c = env.sign_in("eve").await;
     let fresh = env.download(&mut c, "eve2").await;
     ok(&bin, &fresh, &["get", "pods"], None).await;
     let (_, b) = env
@@ -908,7 +909,7 @@ async fn the_agent_catches_up_with_changes_made_while_it_was_away() {
     // jan's kubeconfigs will be revoked while the agent is away; kay's too, but kay
     // downloads a new one at once.
     let jan = project_admin(&mut env, "jan").await;
-    let (kay, mut kay_client) = env
+    let (kay, _) = env
         .user(
             "kay",
             Some(json!({"role": "project-admin", "project": "shop"})),
@@ -944,13 +945,7 @@ async fn the_agent_catches_up_with_changes_made_while_it_was_away() {
             assert_eq!(s, 204);
         }
         // The revocation signed kay out too.
-        let (s, _) = kay_client
-            .post(
-                "/api/v1/auth/login",
-                json!({"username": "kay", "password": "a long enough password"}),
-            )
-            .await;
-        assert_eq!(s, 200);
+        let mut kay_client = env.sign_in("kay").await;
         kay_again = Some(env.download(&mut kay_client, "kay-again").await);
     })
     .await;
@@ -1156,14 +1151,7 @@ async fn kubeconfig_certificates_are_recorded_scoped_and_revocable_one_by_one() 
         )
         .await;
     assert_eq!(s, 200, "{b}");
-    let mut kim = ApiClient::new(env.server.client(), env.server.url(""));
-    let (s, _) = kim
-        .post(
-            "/api/v1/auth/login",
-            json!({"username": "kim", "password": "a long enough password"}),
-        )
-        .await;
-    assert_eq!(s, 200);
+    let mut kim = env.sign_in("kim").await;
     let short = env.download(&mut kim, "kim-short").await;
     let (chain, _) = identity(&short);
     let (_, cert) = x509_parser::parse_x509_certificate(chain[0].as_ref()).unwrap();

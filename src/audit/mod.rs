@@ -43,6 +43,14 @@ pub enum AuditError {
     Io(#[from] std::io::Error),
 }
 
+/// Why [`AuditLog::try_append`] did not queue an event.
+#[derive(Debug)]
+pub enum TryAppend {
+    /// The queue is full; the event is handed back.
+    Full(Box<NewEvent>),
+    Failed(AuditError),
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Receipt {
     pub seq: u64,
@@ -283,50 +291,67 @@ impl AuditLog {
             .acquire_owned()
             .await
             .map_err(|_| AuditError::Closed)?;
-        let (done, committed) = match durability {
+        match durability {
             Durability::Durable => {
                 let (tx, rx) = oneshot::channel();
-                (Some(tx), Some(rx))
+                let receipt = self.queue(event, permit, Some(tx))?;
+                self.inner.wake.now();
+                rx.await.map_err(|_| AuditError::Closed)??;
+                Ok(receipt)
             }
-            Durability::Fast => (None, None),
-        };
+            Durability::Fast => self.queue(event, permit, None),
+        }
+    }
+
+    /// Appends a `Fast` event if the queue has room for it now, without waiting; a full
+    /// queue hands the event back ([`TryAppend::Full`]) for the caller to `append` when it
+    /// can wait.
+    pub fn try_append(&self, event: NewEvent) -> Result<Receipt, TryAppend> {
+        match self.inner.permits.clone().try_acquire_owned() {
+            Ok(permit) => self.queue(event, permit, None).map_err(TryAppend::Failed),
+            Err(tokio::sync::TryAcquireError::NoPermits) => Err(TryAppend::Full(Box::new(event))),
+            Err(tokio::sync::TryAcquireError::Closed) => Err(TryAppend::Failed(AuditError::Closed)),
+        }
+    }
+
+    /// Sequences and hashes the event and queues it to the writer, within the room `permit`
+    /// holds.
+    fn queue(
+        &self,
+        event: NewEvent,
+        permit: OwnedSemaphorePermit,
+        done: Option<Reply<()>>,
+    ) -> Result<Receipt, AuditError> {
         // Everything that does not depend on the event's place in the chain happens before
         // the lock: under it, only the small envelope and the hash are computed.
         let index_keys = event.index_keys();
         let body = event.encode_body()?;
         drop(event);
-        let receipt = {
-            let mut chain = self.inner.chain();
-            let tx = chain.tx.clone().ok_or(AuditError::Closed)?;
-            // Time never goes backwards along the sequence: queries find time ranges by
-            // binary search over seq.
-            let time = OffsetDateTime::now_utc().max(chain.last_time);
-            let seq = chain.next_seq;
-            let (bytes, hash) = seal_body(seq, time, &body, &chain.prev_hash)?;
-            let receipt = Receipt {
-                seq,
-                hash: hash.clone(),
-            };
-            tx.send(Msg::Append {
-                event: Sealed {
-                    seq,
-                    index_keys,
-                    hash: hash.clone(),
-                    bytes,
-                },
-                done,
-                _permit: permit,
-            })
-            .map_err(|_| AuditError::Closed)?;
-            chain.next_seq += 1;
-            chain.prev_hash = hash;
-            chain.last_time = time;
-            receipt
+        let mut chain = self.inner.chain();
+        let tx = chain.tx.clone().ok_or(AuditError::Closed)?;
+        // Time never goes backwards along the sequence: queries find time ranges by binary
+        // search over seq.
+        let time = OffsetDateTime::now_utc().max(chain.last_time);
+        let seq = chain.next_seq;
+        let (bytes, hash) = seal_body(seq, time, &body, &chain.prev_hash)?;
+        let receipt = Receipt {
+            seq,
+            hash: hash.clone(),
         };
-        if let Some(rx) = committed {
-            self.inner.wake.now();
-            rx.await.map_err(|_| AuditError::Closed)??;
-        }
+        tx.send(Msg::Append {
+            event: Sealed {
+                seq,
+                index_keys,
+                hash: hash.clone(),
+                bytes,
+            },
+            done,
+            _permit: permit,
+        })
+        .map_err(|_| AuditError::Closed)?;
+        chain.next_seq += 1;
+        chain.prev_hash = hash;
+        chain.last_time = time;
         Ok(receipt)
     }
 

@@ -535,6 +535,41 @@ async fn audit_fast_batch_wait_is_ended_by_durable_appends_flushes_and_shutdown(
     assert!(log.verify().await.unwrap().is_intact());
 }
 
+/// `try_append` queues at once while there is room, hands the event back when the queue is
+/// full (so the caller can wait with `append`), and continues the same chain.
+#[tokio::test]
+async fn audit_try_append_queues_at_once_or_hands_the_event_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = AuditOptions {
+        fast_commit_wait: Duration::from_secs(3600),
+        queue_capacity: 3,
+        ..no_retention()
+    };
+    let (store, log) = open(dir.path(), options);
+    for i in 0..3 {
+        let r = log.try_append(varied(i)).unwrap();
+        assert_eq!(r.seq, i as u64 + 1);
+    }
+    match log.try_append(varied(3)) {
+        Err(TryAppend::Full(event)) => assert_eq!(*event, varied(3)),
+        other => panic!("a full queue hands the event back: {other:?}"),
+    }
+    // A flush commits the held batch and frees its room.
+    tokio::time::timeout(Duration::from_secs(30), log.flush())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(log.try_append(varied(3)).unwrap().seq, 4);
+    log.append(varied(4), Durability::Durable).await.unwrap();
+    assert_eq!(store.read_blocking(crate::store::audit::count).unwrap(), 5);
+    assert!(log.verify().await.unwrap().is_intact());
+    log.close().await.unwrap();
+    assert!(matches!(
+        log.try_append(varied(5)),
+        Err(TryAppend::Failed(AuditError::Closed))
+    ));
+}
+
 /// While fast events keep coming the writer sleeps out each gathering window instead of
 /// blocking on its queue, so appends never have to wake it; once they stop it blocks again
 /// (and does not poll an idle queue).

@@ -4,6 +4,7 @@
 //! tunnel with the user's identity and access level. The agent runs it as the user's
 //! just-in-time service account.
 
+mod body;
 pub mod lookups;
 pub mod request;
 pub mod streams;
@@ -34,6 +35,7 @@ use crate::tunnel::{
     ACCESS_HEADER, KUBE_PREFIX, SA_TTL_HEADER, STATUS_HEADER, UPGRADE_HEADER, USER_ID_HEADER,
     USER_NAME_HEADER, UserAccess,
 };
+use body::{Record, RelayBody};
 use request::RequestInfo;
 use streams::StreamGuard;
 
@@ -173,28 +175,30 @@ async fn handle(State(state): State<AppState>, req: Request) -> Response {
         }
         event.action = "kube.response".into();
     }
-    let result = forward(&state, &authorized, req, api_path, guard).await;
-    let (response, code) = match result {
-        Ok(res) => {
-            let code = res.status().as_u16();
-            (res, code)
-        }
-        Err(res) => {
-            let code = res.status().as_u16();
-            (res, code)
-        }
+    let (mut response, answer) = match forward(&state, &authorized, req, api_path, guard).await {
+        Ok(pair) => pair,
+        Err(res) => (res, None),
     };
-    kube.bytes = response
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    kube.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
-    event.kube = Some(kube);
-    let event = event.with_outcome(code);
-    if let Err(e) = state.audit.append(event, Durability::Fast).await {
-        tracing::error!(error = %e, "cannot record a Kubernetes response");
+    let record = Record {
+        audit: state.audit.clone(),
+        event: event.with_outcome(response.status().as_u16()),
+        kube,
+        started,
+    };
+    match answer {
+        // The event follows the end of the agent's answer, with its size.
+        Some((body, guard)) => {
+            *response.body_mut() = Body::new(RelayBody::new(body, guard, record))
+        }
+        None => {
+            let bytes = response
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            record.append(bytes).await;
+        }
     }
     response
 }
@@ -332,6 +336,10 @@ async fn lookup(
     Ok(found)
 }
 
+/// The response, and the agent's answer for its body unless the response is whole already
+/// (an upgrade: the bytes flow outside it).
+type Forwarded = (Response, Option<(hyper::body::Incoming, StreamGuard)>);
+
 /// Sends the request over the tunnel and turns the agent's answer into the response.
 async fn forward(
     state: &AppState,
@@ -339,7 +347,7 @@ async fn forward(
     req: Request,
     api_path: &str,
     guard: StreamGuard,
-) -> Result<Response, Response> {
+) -> Result<Forwarded, Response> {
     let Some(mut sender) = state.tunnels.sender(who.cluster.id) else {
         return Err(status(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -475,13 +483,13 @@ async fn forward(
                 .insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
             response.headers_mut().insert(header::UPGRADE, protocol);
             tokio::spawn(pipe(on_upgrade, tx, res_body, guard));
+            Ok((response, None))
         }
         _ => {
             *response.status_mut() = res_parts.status;
-            *response.body_mut() = guarded_body(res_body, guard);
+            Ok((response, Some((res_body, guard))))
         }
     }
-    Ok(response)
 }
 
 /// Marks a header whose value is new with every request so that HTTP/2 (the tunnel) sends it
@@ -492,29 +500,6 @@ fn never_indexed(headers: &mut HeaderMap, name: &'static str) {
     if let Some(v) = headers.get_mut(name) {
         v.set_sensitive(true);
     }
-}
-
-/// The agent's response body, ended with an error (so the client sees the stream break)
-/// when the user's access is revoked.
-fn guarded_body(body: hyper::body::Incoming, guard: StreamGuard) -> Body {
-    let data = body.into_data_stream();
-    let stream = futures_util::stream::unfold(
-        (data, guard, false),
-        |(mut data, guard, done)| async move {
-            if done {
-                return None;
-            }
-            tokio::select! {
-                biased;
-                _ = guard.token.cancelled() => Some((
-                    Err(io::Error::other("access revoked")),
-                    (data, guard, true),
-                )),
-                item = data.next() => item.map(|i| (i.map_err(io::Error::other), (data, guard, false))),
-            }
-        },
-    );
-    Body::from_stream(stream)
 }
 
 /// Copies bytes both ways between the client's upgraded connection and the tunnel stream

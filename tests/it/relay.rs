@@ -1241,6 +1241,101 @@ async fn mutations_are_on_record_before_the_api_server_sees_them() {
     assert!(outcome["seq"].as_u64().unwrap() > pending["seq"].as_u64().unwrap());
 }
 
+/// A kube event carries the bytes the client was sent and the time until the answer ended:
+/// for a whole answer, a watch the API server ends (streamed, no Content-Length), and a
+/// watch the client walks away from.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_events_carry_the_bytes_sent_and_the_whole_duration() {
+    let mut env = env().await;
+    let bin = PathBuf::from("/usr/bin/kubectl");
+    let kc = project_admin(&mut env, "ivy").await;
+    let client = client_trusting(&[env.server.data_dir.join("ca.crt")], Some(identity(&kc)));
+    let mut sent = Vec::new();
+    for path in [
+        "/k8s/prod/api/v1/namespaces/default/pods",
+        "/k8s/prod/api/v1/namespaces/default/pods?watch=true&timeoutSeconds=1",
+    ] {
+        let res = client
+            .send(
+                hyper::Request::get(env.server.url(path))
+                    .body(Full::new(Bytes::new()))
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "{path}");
+        let id = res.headers()["x-request-id"].to_str().unwrap().to_owned();
+        sent.push((
+            id,
+            res.headers().contains_key("content-length"),
+            res.body().len() as u64,
+        ));
+    }
+    assert!(
+        sent[0].1 && !sent[1].1,
+        "a whole answer and a streamed one: {sent:?}"
+    );
+    // A watch the client walks away from, after one change reached it.
+    let (mut watch, mut out) = spawn_streaming(&bin, &kc, &["get", "pods", "-w"]).await;
+    env.sim.create(pod("default", "late")).await.unwrap();
+    loop {
+        let line = tokio::time::timeout(Duration::from_secs(20), out.next_line())
+            .await
+            .expect("the new pod reaches the watch")
+            .unwrap()
+            .expect("the watch is open");
+        if line.contains("late") {
+            break;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    watch.kill().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let events = loop {
+        let (_, b) = env
+            .admin
+            .get("/api/v1/audit?kind=kube&user=ivy&limit=100")
+            .await;
+        let events = b["items"].as_array().unwrap().clone();
+        let watches = events
+            .iter()
+            .filter(|e| e["kube"]["verb"] == "watch")
+            .count();
+        if watches >= 2 {
+            break events;
+        }
+        assert!(Instant::now() < deadline, "two watch events expected: {b}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let by_id = |id: &str| {
+        events
+            .iter()
+            .find(|e| e["request_id"] == id)
+            .unwrap_or_else(|| panic!("no event for {id}: {events:?}"))
+    };
+    let list = by_id(&sent[0].0);
+    assert_eq!(list["kube"]["bytes"], sent[0].2, "{list}");
+    let watch = by_id(&sent[1].0);
+    assert!(sent[1].2 > 0);
+    assert_eq!(watch["kube"]["bytes"], sent[1].2, "{watch}");
+    assert!(
+        watch["kube"]["duration_ms"].as_f64().unwrap() >= 900.0,
+        "{watch}"
+    );
+    let walked_away = events
+        .iter()
+        .find(|e| e["kube"]["verb"] == "watch" && e["request_id"] != sent[1].0.as_str())
+        .unwrap();
+    assert!(
+        walked_away["kube"]["bytes"].as_u64().unwrap() > 0,
+        "{walked_away}"
+    );
+    assert!(
+        walked_away["kube"]["duration_ms"].as_f64().unwrap() >= 900.0,
+        "{walked_away}"
+    );
+}
+
 /// A tunnel the server closes takes its open streams with it: deleting the cluster ends a
 /// watch at once, though the user's grant (project-wide) still stands.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -155,6 +155,13 @@ impl Server {
     /// Waits for the accept loop to end (after shutdown), then drains open connections.
     pub async fn wait(self) {
         let _ = self.task.await;
+        // Watches, `logs -f` and exec sessions would hold their connections through the
+        // whole grace period; they end now, and their audit events are queued before the
+        // log closes.
+        let ended = self.state.streams.close_lasting();
+        if ended > 0 {
+            tracing::info!(streams = ended, "ended open relay streams for shutdown");
+        }
         let grace = self.state.config.shutdown_grace;
         if !self.state.shutdown.drain(grace).await {
             tracing::warn!(

@@ -1,7 +1,8 @@
 //! The body of a relayed response: the agent's bytes, passed through frame by frame, counted
 //! for the request's audit event (which is recorded once the body has ended, so `bytes` is
 //! what the client was sent, chunked and streamed answers included, and `duration` covers
-//! the whole answer), and cut with an error when the user's access ends.
+//! the whole answer), and cut with an error when the user's access ends or the server shuts
+//! down.
 
 use std::future::Future;
 use std::io;
@@ -16,10 +17,13 @@ use tokio_util::sync::WaitForCancellationFutureOwned;
 use super::streams::StreamGuard;
 use crate::audit::{AuditLog, TryAppend};
 use crate::domain::audit::{Durability, KubeRequest, NewEvent};
+use crate::shutdown::Shutdown;
 
 /// A request's audit event, waiting for the size and duration of its answer.
 pub struct Record {
     pub audit: AuditLog,
+    /// Where an append that has to wait goes when nothing else will wait for it.
+    pub tasks: Shutdown,
     pub event: NewEvent,
     pub kube: KubeRequest,
     pub started: Instant,
@@ -28,30 +32,41 @@ pub struct Record {
 type Pending = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 impl Record {
-    fn finish(self, bytes: u64) -> (AuditLog, NewEvent) {
+    /// The event with its answer's size and duration; `cut` says why the answer ended
+    /// early, if it did.
+    fn finish(self, bytes: u64, cut: Option<&str>) -> (AuditLog, NewEvent) {
         let Record {
             audit,
             mut event,
             mut kube,
             started,
+            ..
         } = self;
         kube.bytes = bytes;
         kube.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
         event.kube = Some(kube);
+        if let Some(cut) = cut {
+            match &mut event.details {
+                serde_json::Value::Object(map) => {
+                    map.insert("ended".into(), cut.into());
+                }
+                other => *other = serde_json::json!({ "ended": cut }),
+            }
+        }
         (audit, event)
     }
 
     /// Appends the event, waiting for room in the audit queue.
     pub async fn append(self, bytes: u64) {
-        let (audit, event) = self.finish(bytes);
+        let (audit, event) = self.finish(bytes, None);
         if let Err(e) = audit.append(event, Durability::Fast).await {
             tracing::error!(error = %e, "cannot record a Kubernetes response");
         }
     }
 
     /// Appends the event at once when the queue has room; otherwise returns the wait.
-    fn try_append(self, bytes: u64) -> Option<Pending> {
-        let (audit, event) = self.finish(bytes);
+    fn try_append(self, bytes: u64, cut: Option<&str>) -> Option<Pending> {
+        let (audit, event) = self.finish(bytes, cut);
         match audit.try_append(event) {
             Ok(_) => None,
             Err(TryAppend::Full(event)) => Some(Box::pin(async move {
@@ -67,41 +82,61 @@ impl Record {
     }
 }
 
-pub struct RelayBody {
-    inner: Incoming,
+pub struct RelayBody<B = Incoming> {
+    inner: B,
     revoked: Pin<Box<WaitForCancellationFutureOwned>>,
     /// Keeps the stream registered (so revocation reaches it) until the body is gone.
     _guard: StreamGuard,
     bytes: u64,
     record: Option<Record>,
+    tasks: Shutdown,
     /// The event's append, when the queue was full as the body ended: the end of the body
     /// waits for it, as a stalled audit disk must slow clients down, not grow memory.
     appending: Option<Pending>,
+    /// The last data frame, held back while `appending` waits.
+    held: Option<Bytes>,
     ended: bool,
 }
 
-impl RelayBody {
-    pub fn new(inner: Incoming, guard: StreamGuard, record: Record) -> Self {
+impl<B> RelayBody<B> {
+    pub fn new(inner: B, guard: StreamGuard, record: Record) -> Self {
         Self {
             inner,
             revoked: Box::pin(guard.token.clone().cancelled_owned()),
             _guard: guard,
             bytes: 0,
+            tasks: record.tasks.clone(),
             record: Some(record),
             appending: None,
+            held: None,
             ended: false,
         }
     }
 
-    /// Records the event now or, when the audit queue is full, leaves the wait to the caller.
-    fn record(&mut self) {
+    /// Ends the body and records the event now or, when the audit queue is full, leaves
+    /// the wait in `appending`.
+    fn end(&mut self, cut: Option<&str>) {
+        self.ended = true;
         if let Some(record) = self.record.take() {
-            self.appending = record.try_append(self.bytes);
+            self.appending = record.try_append(self.bytes, cut);
         }
+    }
+
+    /// Polls a waiting append; ready once there is none.
+    fn poll_appending(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if let Some(appending) = self.appending.as_mut() {
+            ready!(appending.as_mut().poll(cx));
+            self.appending = None;
+        }
+        Poll::Ready(())
     }
 }
 
-impl hyper::body::Body for RelayBody {
+impl<B> hyper::body::Body for RelayBody<B>
+where
+    B: hyper::body::Body<Data = Bytes> + Unpin,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     type Data = Bytes;
     type Error = io::Error;
 
@@ -110,69 +145,265 @@ impl hyper::body::Body for RelayBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         let this = self.get_mut();
-        if let Some(appending) = this.appending.as_mut() {
-            ready!(appending.as_mut().poll(cx));
-            this.appending = None;
+        ready!(this.poll_appending(cx));
+        if let Some(data) = this.held.take() {
+            return Poll::Ready(Some(Ok(Frame::data(data))));
         }
         if this.ended {
             return Poll::Ready(None);
         }
         if this.revoked.as_mut().poll(cx).is_ready() {
-            this.ended = true;
-            this.record();
-            // The client sees the stream break; the event is queued or follows in Drop.
-            return Poll::Ready(Some(Err(io::Error::other("access revoked"))));
+            let why = if this.tasks.is_triggered() {
+                "the server shut down"
+            } else {
+                "access ended"
+            };
+            // The client sees the stream break; a waiting append goes on in Drop.
+            this.end(Some(why));
+            return Poll::Ready(Some(Err(io::Error::other(why))));
         }
-        match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
-            Some(Ok(frame)) => {
-                if let Some(data) = frame.data_ref() {
+        loop {
+            match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
+                Some(Ok(frame)) => {
+                    // Trailers are not passed on (nor announced: `trailer` is hop-by-hop).
+                    let Ok(data) = frame.into_data() else {
+                        continue;
+                    };
                     this.bytes += data.len() as u64;
+                    // A server stops polling after the last byte of a known length, so the
+                    // event is recorded with it, and the byte waits for a full queue.
+                    let inner = &this.inner;
+                    if inner.is_end_stream() || inner.size_hint().exact() == Some(0) {
+                        this.end(None);
+                        if this.poll_appending(cx).is_pending() {
+                            this.held = Some(data);
+                            return Poll::Pending;
+                        }
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
-                Poll::Ready(Some(Ok(frame)))
-            }
-            Some(Err(e)) => {
-                this.ended = true;
-                this.record();
-                Poll::Ready(Some(Err(io::Error::other(e))))
-            }
-            None => {
-                this.ended = true;
-                this.record();
-                if let Some(appending) = this.appending.as_mut() {
-                    ready!(appending.as_mut().poll(cx));
-                    this.appending = None;
+                Some(Err(e)) => {
+                    this.end(Some("the agent's answer broke off"));
+                    return Poll::Ready(Some(Err(io::Error::other(e))));
                 }
-                Poll::Ready(None)
+                None => {
+                    this.end(None);
+                    ready!(this.poll_appending(cx));
+                    return Poll::Ready(None);
+                }
             }
         }
     }
 
     fn is_end_stream(&self) -> bool {
         // Only once the event is recorded, so the server polls to the end.
-        self.ended && self.record.is_none() && self.appending.is_none()
+        self.ended && self.appending.is_none() && self.held.is_none()
     }
 
     fn size_hint(&self) -> SizeHint {
-        if self.ended {
-            SizeHint::with_exact(0)
-        } else {
-            self.inner.size_hint()
+        match (&self.held, self.ended) {
+            (Some(data), _) => SizeHint::with_exact(data.len() as u64),
+            (None, true) => SizeHint::with_exact(0),
+            (None, false) => self.inner.size_hint(),
         }
     }
 }
 
-impl Drop for RelayBody {
-    /// A client that goes away before the end (or a server that stops reading the body, as
-    /// for HEAD) still leaves the event, with the bytes it was sent.
+impl<B> Drop for RelayBody<B> {
+    /// A client that goes away before the end still leaves the event, with the bytes it
+    /// was sent; an append that has to wait is left to a task the shutdown drains.
     fn drop(&mut self) {
-        self.record();
+        if self.record.is_some() {
+            self.end(Some("the client left"));
+        }
         if let Some(appending) = self.appending.take() {
-            match tokio::runtime::Handle::try_current() {
-                Ok(runtime) => {
-                    runtime.spawn(appending);
-                }
-                Err(_) => tracing::error!("cannot record a Kubernetes response: no runtime"),
+            if tokio::runtime::Handle::try_current().is_ok() {
+                self.tasks.spawn(appending);
+            } else {
+                tracing::error!("cannot record a Kubernetes response: the runtime has stopped");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use futures_util::FutureExt as _;
+    use http_body_util::{BodyExt as _, Full, StreamBody};
+    use hyper::body::Body as _;
+
+    use super::*;
+    use crate::audit::AuditOptions;
+    use crate::domain::audit::{AuditEvent, AuditQuery, Order, Target};
+    use crate::pki::identity::PeerCertificate;
+    use crate::relay::streams::Streams;
+    use crate::store::Store;
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        log: AuditLog,
+        streams: Arc<Streams>,
+        certificate: Arc<PeerCertificate>,
+        tasks: Shutdown,
+    }
+
+    /// An audit log whose queue holds `room` events, and whose fast events wait an hour
+    /// for a commit (so the queue stays full until a flush).
+    fn fixture(room: usize) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let options = AuditOptions {
+            queue_capacity: room,
+            fast_commit_wait: Duration::from_secs(3600),
+            retention_max_age: None,
+            ..AuditOptions::default()
+        };
+        Fixture {
+            log: AuditLog::open_with(store, options).unwrap(),
+            _dir: dir,
+            streams: Arc::new(Streams::default()),
+            tasks: Shutdown::new(),
+            certificate: Arc::new(PeerCertificate {
+                common_name: "u".into(),
+                organizations: Vec::new(),
+                units: Vec::new(),
+                serial: "01".into(),
+                not_before: 0,
+                not_after: 0,
+            }),
+        }
+    }
+
+    impl Fixture {
+        fn body<B>(&self, inner: B) -> (RelayBody<B>, tokio_util::sync::CancellationToken) {
+            let guard = self
+                .streams
+                .open(uuid::Uuid::nil(), "p", &self.certificate, true);
+            let token = guard.token.clone();
+            let record = Record {
+                audit: self.log.clone(),
+                tasks: self.tasks.clone(),
+                event: NewEvent::system("kube.request", Target::default()),
+                kube: KubeRequest::default(),
+                started: Instant::now(),
+            };
+            (RelayBody::new(inner, guard, record), token)
+        }
+
+        async fn events(&self) -> Vec<AuditEvent> {
+            self.log.flush().await.unwrap();
+            let query = AuditQuery {
+                order: Order::OldestFirst,
+                ..AuditQuery::default()
+            };
+            self.log.query(query).await.unwrap().events
+        }
+    }
+
+    fn filler() -> NewEvent {
+        NewEvent::system("filler", Target::default())
+    }
+
+    /// With the audit queue full, the last byte of an answer waits for room (a stalled log
+    /// slows the client down); once there is room, it goes out and the event is recorded.
+    #[tokio::test]
+    async fn the_last_frame_waits_for_room_for_the_event() {
+        let f = fixture(1);
+        f.log.try_append(filler()).unwrap();
+        let (mut body, _) = f.body(Full::new(Bytes::from_static(b"hello")));
+        let next = body.frame().now_or_never();
+        assert!(next.is_none(), "the frame went out with the queue full");
+        assert!(!body.is_end_stream());
+        assert_eq!(body.size_hint().exact(), Some(5));
+        let flushed = {
+            let log = f.log.clone();
+            tokio::spawn(async move { log.flush().await })
+        };
+        let frame = tokio::time::timeout(Duration::from_secs(10), body.frame())
+            .await
+            .expect("room came with the flush")
+            .unwrap()
+            .unwrap();
+        assert_eq!(frame.into_data().unwrap(), "hello");
+        assert!(body.is_end_stream());
+        assert!(body.frame().await.is_none());
+        flushed.await.unwrap().unwrap();
+        let events = f.events().await;
+        assert_eq!(events.len(), 2, "{events:?}");
+        let kube = events[1].event.kube.as_ref().unwrap();
+        assert_eq!(kube.bytes, 5);
+        assert!(events[1].event.details.get("ended").is_none());
+    }
+
+    /// A body dropped before its end (the client left) records what was sent; with the
+    /// queue full, the append is left to a task.
+    #[tokio::test]
+    async fn a_body_left_early_is_recorded_with_what_was_sent() {
+        let f = fixture(1);
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, io::Error>>(4);
+        let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        });
+        let (mut body, _) = f.body(StreamBody::new(Box::pin(stream)));
+        tx.send(Ok(Frame::data(Bytes::from_static(b"abc"))))
+            .await
+            .unwrap();
+        tx.send(Ok(Frame::trailers(Default::default())))
+            .await
+            .unwrap();
+        tx.send(Ok(Frame::data(Bytes::from_static(b"de"))))
+            .await
+            .unwrap();
+        for want in ["abc", "de"] {
+            let frame = body.frame().await.unwrap().unwrap();
+            assert_eq!(
+                frame.into_data().unwrap(),
+                want,
+                "trailers are not passed on"
+            );
+        }
+        f.log.try_append(filler()).unwrap();
+        drop(body);
+        // The flush makes room; the task the drop left then appends.
+        f.log.flush().await.unwrap();
+        assert!(f.tasks.drain(Duration::from_secs(10)).await);
+        let events = f.events().await;
+        assert_eq!(events.len(), 2, "{events:?}");
+        assert_eq!(events[1].event.kube.as_ref().unwrap().bytes, 5);
+        assert_eq!(events[1].event.details["ended"], "the client left");
+        drop(tx);
+    }
+
+    /// Revocation breaks the stream off with an error, and the event says why.
+    #[tokio::test]
+    async fn revocation_ends_the_body_and_is_recorded() {
+        let f = fixture(8);
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, io::Error>>(4);
+        let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        });
+        let (mut body, token) = f.body(StreamBody::new(Box::pin(stream)));
+        tx.send(Ok(Frame::data(Bytes::from_static(b"x"))))
+            .await
+            .unwrap();
+        body.frame().await.unwrap().unwrap();
+        let waiting = tokio::spawn(async move {
+            let error = body.frame().await.unwrap().unwrap_err();
+            (error.to_string(), body.frame().await.is_none())
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(f.streams.close_where(uuid::Uuid::nil(), |_| false), 1);
+        assert!(token.is_cancelled());
+        let (error, then_none) = waiting.await.unwrap();
+        assert_eq!(error, "access ended");
+        assert!(then_none);
+        let events = f.events().await;
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert_eq!(events[0].event.kube.as_ref().unwrap().bytes, 1);
+        assert_eq!(events[0].event.details["ended"], "access ended");
+        drop(tx);
     }
 }

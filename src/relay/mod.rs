@@ -129,7 +129,9 @@ async fn handle(State(state): State<AppState>, req: Request) -> Response {
         let decision = authorize(&state, conn.as_ref(), cluster_name)
             .await
             .map(|a| {
-                let guard = state.streams.open(a.user.id, &a.project, &a.certificate);
+                let guard = state
+                    .streams
+                    .open(a.user.id, &a.project, &a.certificate, info.lasting);
                 (a, guard)
             });
         if lookup_generation(&state) == generation {
@@ -159,13 +161,21 @@ async fn handle(State(state): State<AppState>, req: Request) -> Response {
     if info.discovery {
         event.details = serde_json::json!({ "discovery": true });
     }
-    // Mutations are on disk before they reach the cluster.
-    if info.is_mutating() {
+    // Mutations are on disk before they reach the cluster. A request whose answer stays
+    // open (a watch, `logs -f`) is on record from its start too: its final event, with what
+    // it was sent, comes when it ends.
+    let mutating = info.is_mutating();
+    if mutating || info.lasting {
         let mut before = event.clone();
         before.kube = Some(kube.clone());
         before.status = 0;
         before.outcome = crate::domain::audit::Outcome::Pending;
-        if let Err(e) = state.audit.append(before, Durability::Durable).await {
+        let durability = if mutating {
+            Durability::Durable
+        } else {
+            Durability::Fast
+        };
+        if let Err(e) = state.audit.append(before, durability).await {
             tracing::error!(error = %e, "cannot record a Kubernetes request; refusing it");
             return status(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -179,16 +189,26 @@ async fn handle(State(state): State<AppState>, req: Request) -> Response {
         Ok(pair) => pair,
         Err(res) => (res, None),
     };
+    let code = response.status();
+    let head = kube.method == "HEAD";
+    // A server sends no body for these, and would not read one to its end.
+    let bodiless = |body: &hyper::body::Incoming| {
+        head || code == StatusCode::NO_CONTENT
+            || code == StatusCode::NOT_MODIFIED
+            || hyper::body::Body::is_end_stream(body)
+    };
+    let answer = answer.filter(|(body, _)| !bodiless(body));
     let record = Record {
         audit: state.audit.clone(),
-        event: event.with_outcome(response.status().as_u16()),
+        tasks: state.shutdown.clone(),
+        event: event.with_outcome(code.as_u16()),
         kube,
         started,
     };
     match answer {
         // The event follows the end of the agent's answer, with its size.
         Some((body, guard)) => {
-            *response.body_mut() = Body::new(RelayBody::new(body, guard, record))
+            *response.body_mut() = Body::new(RelayBody::new(body, guard, record));
         }
         None => {
             let bytes = response
@@ -196,6 +216,7 @@ async fn handle(State(state): State<AppState>, req: Request) -> Response {
                 .get(header::CONTENT_LENGTH)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse().ok())
+                .filter(|_| !head)
                 .unwrap_or(0);
             record.append(bytes).await;
         }
@@ -439,6 +460,13 @@ async fn forward(
     let answer = tokio::select! {
         answer = tokio::time::timeout(RESPONSE_TIMEOUT, sent) => answer,
         _ = guard.token.cancelled() => {
+            if state.shutdown.is_triggered() {
+                return Err(status(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "ServiceUnavailable",
+                    "the ztka server is shutting down; try again",
+                ));
+            }
             return Err(status(
                 StatusCode::FORBIDDEN,
                 "Forbidden",

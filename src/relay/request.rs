@@ -14,10 +14,21 @@ pub struct RequestInfo {
     pub name: String,
     /// Not a resource request: discovery, version, OpenAPI, health.
     pub discovery: bool,
+    /// Its answer stays open: a watch, `logs -f`, or an interactive stream (exec, attach,
+    /// port-forward).
+    pub lasting: bool,
 }
 
 impl RequestInfo {
     pub fn parse(method: &str, path: &str, query: Option<&str>) -> Self {
+        let mut info = Self::resolve(method, path, query);
+        info.lasting = info.verb == "watch"
+            || matches!(info.subresource.as_str(), "exec" | "attach" | "portforward")
+            || (info.subresource == "log" && crate::tunnel::query_flag(query, "follow"));
+        info
+    }
+
+    fn resolve(method: &str, path: &str, query: Option<&str>) -> Self {
         let parts: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
         let (group, version, rest) = match parts.as_slice() {
             ["api", version, rest @ ..] => ("", *version, rest),
@@ -84,7 +95,7 @@ impl RequestInfo {
             resource: resource.into(),
             subresource: subresource.into(),
             name: name.into(),
-            discovery: false,
+            ..Self::default()
         }
     }
 
@@ -105,7 +116,7 @@ impl RequestInfo {
             resource: resource.into(),
             subresource: subresource.into(),
             name: name.into(),
-            discovery: false,
+            ..Self::default()
         }
     }
 
@@ -148,18 +159,22 @@ mod tests {
             (r.verb.as_str(), r.namespace.as_str(), r.resource.as_str()),
             ("watch", "a", "pods")
         );
+        assert!(r.lasting);
         let r = RequestInfo::parse("POST", "/api/v1/namespaces/a/pods/p/exec", None);
         assert_eq!(
             (r.verb.as_str(), r.name.as_str(), r.subresource.as_str()),
             ("create", "p", "exec")
         );
-        assert!(r.is_mutating());
+        assert!(r.is_mutating() && r.lasting);
         let r = RequestInfo::parse(
             "GET",
             "/api/v1/namespaces/a/pods/p/log",
             Some("follow=true"),
         );
-        assert!(!r.is_mutating());
+        assert!(!r.is_mutating() && r.lasting);
+        let r = RequestInfo::parse("GET", "/api/v1/namespaces/a/pods/p/log", None);
+        assert!(!r.lasting);
+        assert!(!RequestInfo::parse("GET", "/api/v1/namespaces/a/pods", None).lasting);
         let r = RequestInfo::parse("DELETE", "/apis/apps/v1/namespaces/a/deployments", None);
         assert_eq!(
             (r.verb.as_str(), r.api_group.as_str()),

@@ -2,7 +2,7 @@
 //! end them at once instead of when the client lets go.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio_util::sync::CancellationToken;
@@ -15,6 +15,8 @@ struct Entry {
     project: String,
     /// The client certificate the stream was opened with.
     certificate: Arc<PeerCertificate>,
+    /// Its answer stays open (watch, `logs -f`, exec, attach, port-forward).
+    lasting: bool,
     token: CancellationToken,
 }
 
@@ -22,6 +24,8 @@ struct Entry {
 pub struct Streams {
     open: Mutex<HashMap<u64, Entry>>,
     ids: AtomicU64,
+    /// Set at shutdown: lasting streams opened from then on end at once.
+    closing: AtomicBool,
 }
 
 /// Removes its entry when dropped; `token` is cancelled when access is revoked.
@@ -47,18 +51,25 @@ impl Streams {
         user: Uuid,
         project: &str,
         certificate: &Arc<PeerCertificate>,
+        lasting: bool,
     ) -> StreamGuard {
         let id = self.ids.fetch_add(1, Ordering::Relaxed);
         let token = CancellationToken::new();
-        self.lock().insert(
+        let mut open = self.lock();
+        if lasting && self.closing.load(Ordering::Relaxed) {
+            token.cancel();
+        }
+        open.insert(
             id,
             Entry {
                 user,
                 project: project.to_owned(),
                 certificate: certificate.clone(),
+                lasting,
                 token: token.clone(),
             },
         );
+        drop(open);
         StreamGuard {
             streams: self.clone(),
             id,
@@ -74,6 +85,14 @@ impl Streams {
     /// Ends every open stream opened with the certificate `serial`.
     pub fn close_serial(&self, serial: &str) -> usize {
         self.close(|e| e.certificate.serial == serial)
+    }
+
+    /// At shutdown: ends the streams that would not end by themselves, now and as they
+    /// open, so their connections finish (and their audit events are recorded) within the
+    /// drain; requests that are only waiting for their answer may finish.
+    pub fn close_lasting(&self) -> usize {
+        self.closing.store(true, Ordering::Relaxed);
+        self.close(|e| e.lasting)
     }
 
     fn close(&self, matches: impl Fn(&Entry) -> bool) -> usize {

@@ -1277,19 +1277,13 @@ async fn kube_events_carry_the_bytes_sent_and_the_whole_duration() {
     );
     // A watch the client walks away from, after one change reached it.
     let (mut watch, mut out) = spawn_streaming(&bin, &kc, &["get", "pods", "-w"]).await;
-    env.sim.create(pod("default", "late")).await.unwrap();
-    loop {
-        let line = tokio::time::timeout(Duration::from_secs(20), out.next_line())
-            .await
-            .expect("the new pod reaches the watch")
-            .unwrap()
-            .expect("the watch is open");
-        if line.contains("late") {
-            break;
-        }
-    }
+    watching(&env, &mut out, "late").await;
     tokio::time::sleep(Duration::from_millis(900)).await;
     watch.kill().await.unwrap();
+    // A watch still open when the server shuts down ends with it, and is on record.
+    let (_still_open, mut out) = spawn_streaming(&bin, &kc, &["get", "pods", "-w"]).await;
+    watching(&env, &mut out, "later").await;
+    env.restart_server().await;
     let deadline = Instant::now() + Duration::from_secs(10);
     let events = loop {
         let (_, b) = env
@@ -1297,35 +1291,50 @@ async fn kube_events_carry_the_bytes_sent_and_the_whole_duration() {
             .get("/api/v1/audit?kind=kube&user=ivy&limit=100")
             .await;
         let events = b["items"].as_array().unwrap().clone();
-        let watches = events
+        let ended = events
             .iter()
-            .filter(|e| e["kube"]["verb"] == "watch")
+            .filter(|e| e["kube"]["verb"] == "watch" && e["action"] == "kube.response")
             .count();
-        if watches >= 2 {
+        if ended >= 3 {
             break events;
         }
-        assert!(Instant::now() < deadline, "two watch events expected: {b}");
+        assert!(
+            Instant::now() < deadline,
+            "three ended watches expected: {b}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    let by_id = |id: &str| {
+    let find = |id: &str, action: &str| {
         events
             .iter()
-            .find(|e| e["request_id"] == id)
-            .unwrap_or_else(|| panic!("no event for {id}: {events:?}"))
+            .find(|e| e["request_id"] == id && e["action"] == action)
+            .unwrap_or_else(|| panic!("no {action} for {id}: {events:?}"))
     };
-    let list = by_id(&sent[0].0);
+    let list = find(&sent[0].0, "kube.request");
     assert_eq!(list["kube"]["bytes"], sent[0].2, "{list}");
-    let watch = by_id(&sent[1].0);
+    let watch = find(&sent[1].0, "kube.response");
     assert!(sent[1].2 > 0);
     assert_eq!(watch["kube"]["bytes"], sent[1].2, "{watch}");
     assert!(
         watch["kube"]["duration_ms"].as_f64().unwrap() >= 900.0,
         "{watch}"
     );
-    let walked_away = events
+    assert!(watch["details"]["ended"].is_null(), "{watch}");
+    // Each watch was on record from its start.
+    let ended: Vec<&Value> = events
         .iter()
-        .find(|e| e["kube"]["verb"] == "watch" && e["request_id"] != sent[1].0.as_str())
-        .unwrap();
+        .filter(|e| e["kube"]["verb"] == "watch" && e["action"] == "kube.response")
+        .collect();
+    for e in &ended {
+        let start = find(e["request_id"].as_str().unwrap(), "kube.request");
+        assert_eq!(start["outcome"], "pending", "{start}");
+        assert!(start["seq"].as_u64() < e["seq"].as_u64());
+    }
+    let why = |e: &&Value| e["details"]["ended"].as_str().unwrap_or("").to_owned();
+    let walked_away = ended
+        .iter()
+        .find(|e| why(e) == "the client left")
+        .unwrap_or_else(|| panic!("the watch the client left: {ended:?}"));
     assert!(
         walked_away["kube"]["bytes"].as_u64().unwrap() > 0,
         "{walked_away}"
@@ -1334,6 +1343,27 @@ async fn kube_events_carry_the_bytes_sent_and_the_whole_duration() {
         walked_away["kube"]["duration_ms"].as_f64().unwrap() >= 900.0,
         "{walked_away}"
     );
+    let shut = ended
+        .iter()
+        .find(|e| why(e) == "the server shut down")
+        .unwrap_or_else(|| panic!("the watch open at shutdown: {ended:?}"));
+    assert_eq!(shut["status"], 200, "{shut}");
+    assert!(shut["kube"]["bytes"].as_u64().unwrap() > 0, "{shut}");
+}
+
+/// Waits until a pod created now reaches an open `kubectl get pods -w`.
+async fn watching(env: &Env, out: &mut OutputLines, pod_name: &str) {
+    env.sim.create(pod("default", pod_name)).await.unwrap();
+    loop {
+        let line = tokio::time::timeout(Duration::from_secs(20), out.next_line())
+            .await
+            .expect("the new pod reaches the watch")
+            .unwrap()
+            .expect("the watch is open");
+        if line.split_whitespace().next() == Some(pod_name) {
+            return;
+        }
+    }
 }
 
 /// A tunnel the server closes takes its open streams with it: deleting the cluster ends a

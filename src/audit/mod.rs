@@ -43,13 +43,10 @@ pub enum AuditError {
     Io(#[from] std::io::Error),
 }
 
-/// Why [`AuditLog::try_append`] did not queue an event.
+/// Room for one event in the audit queue, held from [`AuditLog::room`] until the event is
+/// queued with [`AuditLog::append_in`] (or given back when dropped).
 #[derive(Debug)]
-pub enum TryAppend {
-    /// The queue is full; the event is handed back.
-    Full(Box<NewEvent>),
-    Failed(AuditError),
-}
+pub struct Room(OwnedSemaphorePermit);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Receipt {
@@ -284,13 +281,7 @@ impl AuditLog {
         event: NewEvent,
         durability: Durability,
     ) -> Result<Receipt, AuditError> {
-        let permit = self
-            .inner
-            .permits
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| AuditError::Closed)?;
+        let Room(permit) = self.room().await?;
         match durability {
             Durability::Durable => {
                 let (tx, rx) = oneshot::channel();
@@ -303,15 +294,26 @@ impl AuditLog {
         }
     }
 
-    /// Appends a `Fast` event if the queue has room for it now, without waiting; a full
-    /// queue hands the event back ([`TryAppend::Full`]) for the caller to `append` when it
-    /// can wait.
-    pub fn try_append(&self, event: NewEvent) -> Result<Receipt, TryAppend> {
-        match self.inner.permits.clone().try_acquire_owned() {
-            Ok(permit) => self.queue(event, permit, None).map_err(TryAppend::Failed),
-            Err(tokio::sync::TryAcquireError::NoPermits) => Err(TryAppend::Full(Box::new(event))),
-            Err(tokio::sync::TryAcquireError::Closed) => Err(TryAppend::Failed(AuditError::Closed)),
-        }
+    /// Room for one event, waiting while the queue is full (a stalled disk slows the caller
+    /// down instead of growing memory).
+    pub async fn room(&self) -> Result<Room, AuditError> {
+        let permit = self.inner.permits.clone().acquire_owned().await;
+        permit.map(Room).map_err(|_| AuditError::Closed)
+    }
+
+    /// Room for one event if the queue has it now; `None` when it is full.
+    pub fn try_room(&self) -> Option<Room> {
+        self.inner
+            .permits
+            .clone()
+            .try_acquire_owned()
+            .ok()
+            .map(Room)
+    }
+
+    /// Appends a `Fast` event into room taken before, without waiting.
+    pub fn append_in(&self, room: Room, event: NewEvent) -> Result<Receipt, AuditError> {
+        self.queue(event, room.0, None)
     }
 
     /// Sequences and hashes the event and queues it to the writer, within the room `permit`

@@ -535,10 +535,10 @@ async fn audit_fast_batch_wait_is_ended_by_durable_appends_flushes_and_shutdown(
     assert!(log.verify().await.unwrap().is_intact());
 }
 
-/// `try_append` queues at once while there is room, hands the event back when the queue is
-/// full (so the caller can wait with `append`), and continues the same chain.
+/// Room is taken at once while the queue has it, `try_room` says when it is full (so the
+/// caller can wait with `room`), and events appended into it continue the same chain.
 #[tokio::test]
-async fn audit_try_append_queues_at_once_or_hands_the_event_back() {
+async fn audit_room_is_taken_at_once_or_waited_for() {
     let dir = tempfile::tempdir().unwrap();
     let options = AuditOptions {
         fast_commit_wait: Duration::from_secs(3600),
@@ -547,26 +547,35 @@ async fn audit_try_append_queues_at_once_or_hands_the_event_back() {
     };
     let (store, log) = open(dir.path(), options);
     for i in 0..3 {
-        let r = log.try_append(varied(i)).unwrap();
-        assert_eq!(r.seq, i as u64 + 1);
+        let room = log.try_room().expect("room in the queue");
+        assert_eq!(log.append_in(room, varied(i)).unwrap().seq, i as u64 + 1);
     }
-    match log.try_append(varied(3)) {
-        Err(TryAppend::Full(event)) => assert_eq!(*event, varied(3)),
-        other => panic!("a full queue hands the event back: {other:?}"),
-    }
+    assert!(log.try_room().is_none(), "the queue is full");
+    let waiting = {
+        let log = log.clone();
+        tokio::spawn(async move { log.room().await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!waiting.is_finished(), "room while the queue is full");
     // A flush commits the held batch and frees its room.
     tokio::time::timeout(Duration::from_secs(30), log.flush())
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(log.try_append(varied(3)).unwrap().seq, 4);
+    let room = tokio::time::timeout(Duration::from_secs(30), waiting)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(log.append_in(room, varied(3)).unwrap().seq, 4);
     log.append(varied(4), Durability::Durable).await.unwrap();
     assert_eq!(store.read_blocking(crate::store::audit::count).unwrap(), 5);
     assert!(log.verify().await.unwrap().is_intact());
     log.close().await.unwrap();
+    let room = log.try_room().expect("room, though the log is closed");
     assert!(matches!(
-        log.try_append(varied(5)),
-        Err(TryAppend::Failed(AuditError::Closed))
+        log.append_in(room, varied(5)),
+        Err(AuditError::Closed)
     ));
 }
 

@@ -15,8 +15,8 @@ use hyper::body::{Frame, Incoming, SizeHint};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use super::streams::StreamGuard;
-use crate::audit::{AuditLog, TryAppend};
-use crate::domain::audit::{Durability, KubeRequest, NewEvent};
+use crate::audit::{AuditError, AuditLog, Room};
+use crate::domain::audit::{KubeRequest, NewEvent};
 use crate::shutdown::Shutdown;
 
 /// A request's audit event, waiting for the size and duration of its answer.
@@ -29,12 +29,10 @@ pub struct Record {
     pub started: Instant,
 }
 
-type Pending = Pin<Box<dyn Future<Output = ()> + Send>>;
-
 impl Record {
-    /// The event with its answer's size and duration; `cut` says why the answer ended
-    /// early, if it did.
-    fn finish(self, bytes: u64, cut: Option<&str>) -> (AuditLog, NewEvent) {
+    /// Appends the event with its answer's size and duration, into `room` taken for it;
+    /// `cut` says why the answer ended early, if it did.
+    fn append_in(self, room: Room, bytes: u64, cut: Option<&str>) {
         let Record {
             audit,
             mut event,
@@ -53,49 +51,42 @@ impl Record {
                 other => *other = serde_json::json!({ "ended": cut }),
             }
         }
-        (audit, event)
+        if let Err(e) = audit.append_in(room, event) {
+            unrecorded(&e);
+        }
     }
 
     /// Appends the event, waiting for room in the audit queue.
     pub async fn append(self, bytes: u64) {
-        let (audit, event) = self.finish(bytes, None);
-        if let Err(e) = audit.append(event, Durability::Fast).await {
-            tracing::error!(error = %e, "cannot record a Kubernetes response");
-        }
-    }
-
-    /// Appends the event at once when the queue has room; otherwise returns the wait.
-    fn try_append(self, bytes: u64, cut: Option<&str>) -> Option<Pending> {
-        let (audit, event) = self.finish(bytes, cut);
-        match audit.try_append(event) {
-            Ok(_) => None,
-            Err(TryAppend::Full(event)) => Some(Box::pin(async move {
-                if let Err(e) = audit.append(*event, Durability::Fast).await {
-                    tracing::error!(error = %e, "cannot record a Kubernetes response");
-                }
-            })),
-            Err(TryAppend::Failed(e)) => {
-                tracing::error!(error = %e, "cannot record a Kubernetes response");
-                None
-            }
+        match self.audit.room().await {
+            Ok(room) => self.append_in(room, bytes, None),
+            Err(e) => unrecorded(&e),
         }
     }
 }
+
+fn unrecorded(e: &AuditError) {
+    tracing::error!(error = %e, "cannot record a Kubernetes response");
+}
+
+type Waiting = Pin<Box<dyn Future<Output = Result<Room, AuditError>> + Send>>;
 
 pub struct RelayBody<B = Incoming> {
     inner: B,
     revoked: Pin<Box<WaitForCancellationFutureOwned>>,
     /// Keeps the stream registered (so revocation reaches it) until the body is gone.
     _guard: StreamGuard,
+    /// Bytes handed on to the server so far (and the held frame's).
     bytes: u64,
     record: Option<Record>,
     tasks: Shutdown,
-    /// The event's append, when the queue was full as the body ended: the end of the body
-    /// waits for it, as a stalled audit disk must slow clients down, not grow memory.
-    appending: Option<Pending>,
-    /// The last data frame, held back while `appending` waits.
+    /// Room for the event, when the audit queue was full as the body ended: the end of the
+    /// body waits for it, as a stalled audit disk must slow clients down, not grow memory.
+    waiting: Option<Waiting>,
+    /// The last data frame, held back while `waiting`.
     held: Option<Bytes>,
     ended: bool,
+    cut: Option<&'static str>,
 }
 
 impl<B> RelayBody<B> {
@@ -107,26 +98,42 @@ impl<B> RelayBody<B> {
             bytes: 0,
             tasks: record.tasks.clone(),
             record: Some(record),
-            appending: None,
+            waiting: None,
             held: None,
             ended: false,
+            cut: None,
         }
     }
 
-    /// Ends the body and records the event now or, when the audit queue is full, leaves
-    /// the wait in `appending`.
-    fn end(&mut self, cut: Option<&str>) {
+    /// Ends the body and records the event now or, when the audit queue is full, starts
+    /// waiting for room.
+    fn end(&mut self, cut: Option<&'static str>) {
         self.ended = true;
-        if let Some(record) = self.record.take() {
-            self.appending = record.try_append(self.bytes, cut);
+        self.cut = cut;
+        let Some(record) = self.record.take() else {
+            return;
+        };
+        match record.audit.try_room() {
+            Some(room) => record.append_in(room, self.bytes, cut),
+            None => {
+                let audit = record.audit.clone();
+                self.waiting = Some(Box::pin(async move { audit.room().await }));
+                self.record = Some(record);
+            }
         }
     }
 
-    /// Polls a waiting append; ready once there is none.
-    fn poll_appending(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        if let Some(appending) = self.appending.as_mut() {
-            ready!(appending.as_mut().poll(cx));
-            self.appending = None;
+    /// Waits for room for the event, if that is still to come, and records it then.
+    fn poll_waiting(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if let Some(waiting) = self.waiting.as_mut() {
+            let room = ready!(waiting.as_mut().poll(cx));
+            self.waiting = None;
+            if let Some(record) = self.record.take() {
+                match room {
+                    Ok(room) => record.append_in(room, self.bytes, self.cut),
+                    Err(e) => unrecorded(&e),
+                }
+            }
         }
         Poll::Ready(())
     }
@@ -145,7 +152,7 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         let this = self.get_mut();
-        ready!(this.poll_appending(cx));
+        ready!(this.poll_waiting(cx));
         if let Some(data) = this.held.take() {
             return Poll::Ready(Some(Ok(Frame::data(data))));
         }
@@ -158,7 +165,7 @@ where
             } else {
                 "access ended"
             };
-            // The client sees the stream break; a waiting append goes on in Drop.
+            // The client sees the stream break; a wait for room goes on in Drop.
             this.end(Some(why));
             return Poll::Ready(Some(Err(io::Error::other(why))));
         }
@@ -175,7 +182,7 @@ where
                     let inner = &this.inner;
                     if inner.is_end_stream() || inner.size_hint().exact() == Some(0) {
                         this.end(None);
-                        if this.poll_appending(cx).is_pending() {
+                        if this.poll_waiting(cx).is_pending() {
                             this.held = Some(data);
                             return Poll::Pending;
                         }
@@ -188,7 +195,7 @@ where
                 }
                 None => {
                     this.end(None);
-                    ready!(this.poll_appending(cx));
+                    ready!(this.poll_waiting(cx));
                     return Poll::Ready(None);
                 }
             }
@@ -197,7 +204,7 @@ where
 
     fn is_end_stream(&self) -> bool {
         // Only once the event is recorded, so the server polls to the end.
-        self.ended && self.appending.is_none() && self.held.is_none()
+        self.ended && self.waiting.is_none() && self.held.is_none()
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -211,18 +218,36 @@ where
 
 impl<B> Drop for RelayBody<B> {
     /// A client that goes away before the end still leaves the event, with the bytes it
-    /// was sent; an append that has to wait is left to a task the shutdown drains.
+    /// was sent; a wait for room is left to a task the shutdown drains (the drain cannot
+    /// have ended yet: the body holds a stream of the tunnel, whose task it waits for).
     fn drop(&mut self) {
-        if self.record.is_some() {
-            self.end(Some("the client left"));
+        const LEFT: &str = "the client left";
+        if !self.ended {
+            self.end(Some(LEFT));
         }
-        if let Some(appending) = self.appending.take() {
-            if tokio::runtime::Handle::try_current().is_ok() {
-                self.tasks.spawn(appending);
-            } else {
-                tracing::error!("cannot record a Kubernetes response: the runtime has stopped");
+        let Some(record) = self.record.take() else {
+            return;
+        };
+        // A frame held for room never went out.
+        let (bytes, cut) = match self.held.take() {
+            Some(data) => (self.bytes - data.len() as u64, Some(LEFT)),
+            None => (self.bytes, self.cut),
+        };
+        let waiting = self.waiting.take();
+        if tokio::runtime::Handle::try_current().is_err() {
+            unrecorded(&AuditError::Closed);
+            return;
+        }
+        self.tasks.spawn(async move {
+            let room = match waiting {
+                Some(waiting) => waiting.await,
+                None => record.audit.room().await,
+            };
+            match room {
+                Ok(room) => record.append_in(room, bytes, cut),
+                Err(e) => unrecorded(&e),
             }
-        }
+        });
     }
 }
 
@@ -303,8 +328,12 @@ mod tests {
         }
     }
 
-    fn filler() -> NewEvent {
-        NewEvent::system("filler", Target::default())
+    /// Takes the queue's last room.
+    fn fill(log: &AuditLog) {
+        let room = log.try_room().expect("room");
+        log.append_in(room, NewEvent::system("filler", Target::default()))
+            .unwrap();
+        assert!(log.try_room().is_none());
     }
 
     /// With the audit queue full, the last byte of an answer waits for room (a stalled log
@@ -312,7 +341,7 @@ mod tests {
     #[tokio::test]
     async fn the_last_frame_waits_for_room_for_the_event() {
         let f = fixture(1);
-        f.log.try_append(filler()).unwrap();
+        fill(&f.log);
         let (mut body, _) = f.body(Full::new(Bytes::from_static(b"hello")));
         let next = body.frame().now_or_never();
         assert!(next.is_none(), "the frame went out with the queue full");
@@ -336,6 +365,22 @@ mod tests {
         let kube = events[1].event.kube.as_ref().unwrap();
         assert_eq!(kube.bytes, 5);
         assert!(events[1].event.details.get("ended").is_none());
+    }
+
+    /// A last frame held for room that never goes out (the client left) is not counted.
+    #[tokio::test]
+    async fn a_held_frame_the_client_never_got_is_not_counted() {
+        let f = fixture(1);
+        fill(&f.log);
+        let (mut body, _) = f.body(Full::new(Bytes::from_static(b"hello")));
+        assert!(body.frame().now_or_never().is_none(), "held for room");
+        drop(body);
+        f.log.flush().await.unwrap();
+        assert!(f.tasks.drain(Duration::from_secs(10)).await);
+        let events = f.events().await;
+        assert_eq!(events.len(), 2, "{events:?}");
+        assert_eq!(events[1].event.kube.as_ref().unwrap().bytes, 0);
+        assert_eq!(events[1].event.details["ended"], "the client left");
     }
 
     /// A body dropped before its end (the client left) records what was sent; with the
@@ -365,7 +410,7 @@ mod tests {
                 "trailers are not passed on"
             );
         }
-        f.log.try_append(filler()).unwrap();
+        fill(&f.log);
         drop(body);
         // The flush makes room; the task the drop left then appends.
         f.log.flush().await.unwrap();

@@ -190,12 +190,14 @@ async fn handle(State(state): State<AppState>, req: Request) -> Response {
         Err(res) => (res, None),
     };
     let code = response.status();
-    let head = kube.method == "HEAD";
-    // A server sends no body for these, and would not read one to its end.
+    // A server sends no body for these (a Content-Length names the resource's), and would
+    // not read one to its end; nor does it read an empty one.
+    let no_body =
+        kube.method == "HEAD" || code == StatusCode::NO_CONTENT || code == StatusCode::NOT_MODIFIED;
     let bodiless = |body: &hyper::body::Incoming| {
-        head || code == StatusCode::NO_CONTENT
-            || code == StatusCode::NOT_MODIFIED
+        no_body
             || hyper::body::Body::is_end_stream(body)
+            || hyper::body::Body::size_hint(body).exact() == Some(0)
     };
     let answer = answer.filter(|(body, _)| !bodiless(body));
     let record = Record {
@@ -216,7 +218,7 @@ async fn handle(State(state): State<AppState>, req: Request) -> Response {
                 .get(header::CONTENT_LENGTH)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse().ok())
-                .filter(|_| !head)
+                .filter(|_| !no_body)
                 .unwrap_or(0);
             record.append(bytes).await;
         }

@@ -41,6 +41,11 @@ impl RequestInfo {
                 };
             }
         };
+        // The deprecated `/watch/` prefix watches what follows it.
+        let (prefixed_watch, rest) = match rest {
+            ["watch", rest @ ..] => (true, rest),
+            other => (false, other),
+        };
         let (namespace, rest) = match rest {
             ["namespaces", ns, rest @ ..] if !rest.is_empty() => (*ns, rest),
             other => ("", other),
@@ -65,7 +70,7 @@ impl RequestInfo {
         } else {
             (resource, name)
         };
-        let watch = crate::tunnel::query_flag(query, "watch");
+        let watch = prefixed_watch || crate::tunnel::query_flag(query, "watch");
         let verb = match (method, name.is_empty()) {
             ("GET" | "HEAD", _) if watch => "watch",
             ("GET" | "HEAD", true) => "list",
@@ -160,6 +165,21 @@ mod tests {
             ("watch", "a", "pods")
         );
         assert!(r.lasting);
+        let r = RequestInfo::parse("GET", "/api/v1/watch/namespaces/a/pods", None);
+        assert_eq!(
+            (
+                r.verb.as_str(),
+                r.namespace.as_str(),
+                r.resource.as_str(),
+                r.lasting
+            ),
+            ("watch", "a", "pods", true)
+        );
+        let r = RequestInfo::parse("GET", "/apis/apps/v1/watch/deployments", None);
+        assert_eq!(
+            (r.verb.as_str(), r.resource.as_str()),
+            ("watch", "deployments")
+        );
         let r = RequestInfo::parse("POST", "/api/v1/namespaces/a/pods/p/exec", None);
         assert_eq!(
             (r.verb.as_str(), r.name.as_str(), r.subresource.as_str()),

@@ -318,6 +318,18 @@ mod tests {
             (RelayBody::new(inner, guard, record), token)
         }
 
+        /// After a body was dropped with the queue full (behind one filler event): the
+        /// flush makes room, the task the drop left appends, and the event says the client
+        /// left after `bytes`.
+        async fn left_with(&self, bytes: u64) {
+            self.log.flush().await.unwrap();
+            assert!(self.tasks.drain(Duration::from_secs(10)).await);
+            let events = self.events().await;
+            assert_eq!(events.len(), 2, "{events:?}");
+            assert_eq!(events[1].event.kube.as_ref().unwrap().bytes, bytes);
+            assert_eq!(events[1].event.details["ended"], "the client left");
+        }
+
         async fn events(&self) -> Vec<AuditEvent> {
             self.log.flush().await.unwrap();
             let query = AuditQuery {
@@ -375,12 +387,7 @@ mod tests {
         let (mut body, _) = f.body(Full::new(Bytes::from_static(b"hello")));
         assert!(body.frame().now_or_never().is_none(), "held for room");
         drop(body);
-        f.log.flush().await.unwrap();
-        assert!(f.tasks.drain(Duration::from_secs(10)).await);
-        let events = f.events().await;
-        assert_eq!(events.len(), 2, "{events:?}");
-        assert_eq!(events[1].event.kube.as_ref().unwrap().bytes, 0);
-        assert_eq!(events[1].event.details["ended"], "the client left");
+        f.left_with(0).await;
     }
 
     /// A body dropped before its end (the client left) records what was sent; with the
@@ -412,13 +419,7 @@ mod tests {
         }
         fill(&f.log);
         drop(body);
-        // The flush makes room; the task the drop left then appends.
-        f.log.flush().await.unwrap();
-        assert!(f.tasks.drain(Duration::from_secs(10)).await);
-        let events = f.events().await;
-        assert_eq!(events.len(), 2, "{events:?}");
-        assert_eq!(events[1].event.kube.as_ref().unwrap().bytes, 5);
-        assert_eq!(events[1].event.details["ended"], "the client left");
+        f.left_with(5).await;
         drop(tx);
     }
 

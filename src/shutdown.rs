@@ -60,6 +60,12 @@ impl Shutdown {
         self.tracker.spawn(fut)
     }
 
+    /// The tracker the drain waits for, to spawn on where the rest of `Shutdown` is not
+    /// needed.
+    pub fn tracker(&self) -> TaskTracker {
+        self.tracker.clone()
+    }
+
     /// Waits for tracked tasks, at most `grace`. Returns false if some were still running.
     pub async fn drain(&self, grace: Duration) -> bool {
         self.tracker.close();

@@ -67,9 +67,9 @@ pub async fn download(
     let key = rcgen::KeyPair::generate().map_err(ApiError::internal)?;
     // The issue time, to the millisecond, in the certificate and in its record: a
     // revocation voids what was issued before it.
-    let issued_ms = crate::domain::user::unix_millis(OffsetDateTime::now_utc());
-    let issued_at = OffsetDateTime::from_unix_timestamp_nanos(issued_ms * 1_000_000)
-        .map_err(ApiError::internal)?;
+    let now = OffsetDateTime::now_utc();
+    let issued_at = now - time::Duration::nanoseconds(i64::from(now.nanosecond() % 1_000_000));
+    let issued_ms = crate::domain::user::unix_millis(issued_at);
     let cert = state
         .pki
         .issue_client_cert_with_unit(
@@ -224,8 +224,7 @@ pub async fn revoke_own_certificate(
     caller: Caller,
     Path(serial): Path<String>,
 ) -> Result<axum::http::StatusCode, ApiError> {
-    let user = caller.user.clone();
-    revoke_certificate(&state, &caller, &user, &serial).await
+    revoke_certificate(&state, &caller, &caller.user, &serial).await
 }
 
 /// `POST /api/v1/users/{name}/kubeconfig/certificates/{serial}/revoke`.

@@ -567,12 +567,16 @@ impl Batch {
     }
 }
 
-/// Only fast events: nobody waited for this batch.
-fn batch_was_fast(batch: &Batch) -> bool {
-    !batch.events.is_empty()
-        && batch.waiters.is_empty()
-        && batch.flushes.is_empty()
-        && batch.sweeps.is_empty()
+impl Batch {
+    /// A durable append, a flush or a sweep waits for the batch's commit.
+    fn someone_waits(&self) -> bool {
+        !self.waiters.is_empty() || !self.flushes.is_empty() || !self.sweeps.is_empty()
+    }
+
+    /// Only fast events: nobody waited for this batch.
+    fn was_fast(&self) -> bool {
+        !self.events.is_empty() && !self.someone_waits()
+    }
 }
 
 impl Writer {
@@ -615,23 +619,22 @@ impl Writer {
             if waited {
                 self.wait_for_fast(Instant::now() + self.options.fast_commit_wait);
             }
-            let received = match (waited, wake) {
-                (true, _) => match self.rx.try_recv() {
+            let received = if waited {
+                match self.rx.try_recv() {
                     Ok(m) => Ok(m),
                     Err(TryRecvError::Empty) => {
                         flowing = false;
                         continue;
                     }
                     Err(TryRecvError::Disconnected) => Err(RecvTimeoutError::Disconnected),
-                },
-                (false, wake) => {
-                    self.blocking_receives.fetch_add(1, Ordering::Relaxed);
-                    match wake {
-                        Some(at) => self
-                            .rx
-                            .recv_timeout(at.saturating_duration_since(Instant::now())),
-                        None => self.rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
-                    }
+                }
+            } else {
+                self.blocking_receives.fetch_add(1, Ordering::Relaxed);
+                match wake {
+                    Some(at) => self
+                        .rx
+                        .recv_timeout(at.saturating_duration_since(Instant::now())),
+                    None => self.rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
                 }
             };
             let first = match received {
@@ -676,7 +679,7 @@ impl Writer {
                 let durability = self.durability(&batch);
                 Ok((durability, durability))
             });
-            flowing = batch_was_fast(&batch);
+            flowing = batch.was_fast();
             self.commit(batch, written);
             if disconnected {
                 break;
@@ -690,12 +693,10 @@ impl Writer {
     /// Whether the batch's commit syncs the disk: when someone waits for it or stops the
     /// log, and once the oldest unsynced commit is `fast_sync_interval` old.
     fn durability(&self, batch: &Batch) -> redb::Durability {
-        let someone_waits =
-            !batch.waiters.is_empty() || !batch.flushes.is_empty() || !batch.sweeps.is_empty();
         let due = self
             .unsynced_since
             .is_some_and(|t| t.elapsed() >= self.options.fast_sync_interval);
-        if someone_waits || due || self.closing.load(Ordering::Relaxed) {
+        if batch.someone_waits() || due || self.closing.load(Ordering::Relaxed) {
             redb::Durability::Immediate
         } else {
             redb::Durability::None

@@ -13,32 +13,34 @@ use std::time::Instant;
 use bytes::Bytes;
 use hyper::body::{Frame, Incoming, SizeHint};
 use tokio_util::sync::WaitForCancellationFutureOwned;
+use tokio_util::task::TaskTracker;
 
 use super::streams::StreamGuard;
 use crate::audit::{AuditError, AuditLog, Room};
-use crate::domain::audit::{KubeRequest, NewEvent};
-use crate::shutdown::Shutdown;
+use crate::domain::audit::{Durability, KubeRequest, NewEvent};
+
+/// Whether nothing is left of a body: a server neither sends nor reads one that is.
+pub fn at_end(body: &impl hyper::body::Body) -> bool {
+    body.is_end_stream() || body.size_hint().exact() == Some(0)
+}
 
 /// A request's audit event, waiting for the size and duration of its answer.
 pub struct Record {
     pub audit: AuditLog,
-    /// Where an append that has to wait goes when nothing else will wait for it.
-    pub tasks: Shutdown,
     pub event: NewEvent,
     pub kube: KubeRequest,
     pub started: Instant,
 }
 
 impl Record {
-    /// Appends the event with its answer's size and duration, into `room` taken for it;
-    /// `cut` says why the answer ended early, if it did.
-    fn append_in(self, room: Room, bytes: u64, cut: Option<&str>) {
+    /// The event with its answer's size and duration; `cut` says why the answer ended
+    /// early, if it did.
+    fn finish(self, bytes: u64, cut: Option<&str>) -> (AuditLog, NewEvent) {
         let Record {
             audit,
             mut event,
             mut kube,
             started,
-            ..
         } = self;
         kube.bytes = bytes;
         kube.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
@@ -51,16 +53,22 @@ impl Record {
                 other => *other = serde_json::json!({ "ended": cut }),
             }
         }
+        (audit, event)
+    }
+
+    /// Appends the event into `room` taken for it.
+    fn append_in(self, room: Room, bytes: u64, cut: Option<&str>) {
+        let (audit, event) = self.finish(bytes, cut);
         if let Err(e) = audit.append_in(room, event) {
             unrecorded(&e);
         }
     }
 
-    /// Appends the event, waiting for room in the audit queue.
-    pub async fn append(self, bytes: u64) {
-        match self.audit.room().await {
-            Ok(room) => self.append_in(room, bytes, None),
-            Err(e) => unrecorded(&e),
+    /// Appends the event of an answer that relayed no bytes.
+    pub async fn append(self) {
+        let (audit, event) = self.finish(0, None);
+        if let Err(e) = audit.append(event, Durability::Fast).await {
+            unrecorded(&e);
         }
     }
 }
@@ -75,11 +83,12 @@ pub struct RelayBody<B = Incoming> {
     inner: B,
     revoked: Pin<Box<WaitForCancellationFutureOwned>>,
     /// Keeps the stream registered (so revocation reaches it) until the body is gone.
-    _guard: StreamGuard,
+    guard: StreamGuard,
     /// Bytes handed on to the server so far (and the held frame's).
     bytes: u64,
     record: Option<Record>,
-    tasks: Shutdown,
+    /// Where a wait for room goes when the body is dropped: a task the shutdown drains.
+    tasks: TaskTracker,
     /// Room for the event, when the audit queue was full as the body ended: the end of the
     /// body waits for it, as a stalled audit disk must slow clients down, not grow memory.
     waiting: Option<Waiting>,
@@ -90,13 +99,13 @@ pub struct RelayBody<B = Incoming> {
 }
 
 impl<B> RelayBody<B> {
-    pub fn new(inner: B, guard: StreamGuard, record: Record) -> Self {
+    pub fn new(inner: B, guard: StreamGuard, record: Record, tasks: TaskTracker) -> Self {
         Self {
             inner,
             revoked: Box::pin(guard.token.clone().cancelled_owned()),
-            _guard: guard,
+            guard,
             bytes: 0,
-            tasks: record.tasks.clone(),
+            tasks,
             record: Some(record),
             waiting: None,
             held: None,
@@ -160,7 +169,7 @@ where
             return Poll::Ready(None);
         }
         if this.revoked.as_mut().poll(cx).is_ready() {
-            let why = if this.tasks.is_triggered() {
+            let why = if this.guard.shutting_down() {
                 "the server shut down"
             } else {
                 "access ended"
@@ -179,8 +188,7 @@ where
                     this.bytes += data.len() as u64;
                     // A server stops polling after the last byte of a known length, so the
                     // event is recorded with it, and the byte waits for a full queue.
-                    let inner = &this.inner;
-                    if inner.is_end_stream() || inner.size_hint().exact() == Some(0) {
+                    if at_end(&this.inner) {
                         this.end(None);
                         if this.poll_waiting(cx).is_pending() {
                             this.held = Some(data);
@@ -265,6 +273,7 @@ mod tests {
     use crate::domain::audit::{AuditEvent, AuditQuery, Order, Target};
     use crate::pki::identity::PeerCertificate;
     use crate::relay::streams::Streams;
+    use crate::shutdown::Shutdown;
     use crate::store::Store;
 
     struct Fixture {
@@ -310,12 +319,14 @@ mod tests {
             let token = guard.token.clone();
             let record = Record {
                 audit: self.log.clone(),
-                tasks: self.tasks.clone(),
                 event: NewEvent::system("kube.request", Target::default()),
                 kube: KubeRequest::default(),
                 started: Instant::now(),
             };
-            (RelayBody::new(inner, guard, record), token)
+            (
+                RelayBody::new(inner, guard, record, self.tasks.tracker()),
+                token,
+            )
         }
 
         /// After a body was dropped with the queue full (behind one filler event): the
@@ -338,6 +349,22 @@ mod tests {
             };
             self.log.query(query).await.unwrap().events
         }
+    }
+
+    type Fed = Result<Frame<Bytes>, io::Error>;
+
+    /// A body whose frames the test sends.
+    type FedBody = StreamBody<Pin<Box<dyn futures_util::Stream<Item = Fed> + Send>>>;
+
+    fn fed() -> (tokio::sync::mpsc::Sender<Fed>, FedBody) {
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let stream = futures_util::stream::unfold(
+            rx,
+            |mut rx: tokio::sync::mpsc::Receiver<Fed>| async move {
+                rx.recv().await.map(|item| (item, rx))
+            },
+        );
+        (tx, StreamBody::new(Box::pin(stream)))
     }
 
     /// Takes the queue's last room.
@@ -395,11 +422,8 @@ mod tests {
     #[tokio::test]
     async fn a_body_left_early_is_recorded_with_what_was_sent() {
         let f = fixture(1);
-        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, io::Error>>(4);
-        let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|item| (item, rx))
-        });
-        let (mut body, _) = f.body(StreamBody::new(Box::pin(stream)));
+        let (tx, inner) = fed();
+        let (mut body, _) = f.body(inner);
         tx.send(Ok(Frame::data(Bytes::from_static(b"abc"))))
             .await
             .unwrap();
@@ -427,11 +451,8 @@ mod tests {
     #[tokio::test]
     async fn revocation_ends_the_body_and_is_recorded() {
         let f = fixture(8);
-        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, io::Error>>(4);
-        let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|item| (item, rx))
-        });
-        let (mut body, token) = f.body(StreamBody::new(Box::pin(stream)));
+        let (tx, inner) = fed();
+        let (mut body, token) = f.body(inner);
         tx.send(Ok(Frame::data(Bytes::from_static(b"x"))))
             .await
             .unwrap();

@@ -194,15 +194,9 @@ async fn handle(State(state): State<AppState>, req: Request) -> Response {
     // not read one to its end; nor does it read an empty one.
     let no_body =
         kube.method == "HEAD" || code == StatusCode::NO_CONTENT || code == StatusCode::NOT_MODIFIED;
-    let bodiless = |body: &hyper::body::Incoming| {
-        no_body
-            || hyper::body::Body::is_end_stream(body)
-            || hyper::body::Body::size_hint(body).exact() == Some(0)
-    };
-    let answer = answer.filter(|(body, _)| !bodiless(body));
+    let answer = answer.filter(|(body, _)| !no_body && !body::at_end(body));
     let record = Record {
         audit: state.audit.clone(),
-        tasks: state.shutdown.clone(),
         event: event.with_outcome(code.as_u16()),
         kube,
         started,
@@ -210,18 +204,11 @@ async fn handle(State(state): State<AppState>, req: Request) -> Response {
     match answer {
         // The event follows the end of the agent's answer, with its size.
         Some((body, guard)) => {
-            *response.body_mut() = Body::new(RelayBody::new(body, guard, record));
+            let tasks = state.shutdown.tracker();
+            *response.body_mut() = Body::new(RelayBody::new(body, guard, record, tasks));
         }
-        None => {
-            let bytes = response
-                .headers()
-                .get(header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse().ok())
-                .filter(|_| !no_body)
-                .unwrap_or(0);
-            record.append(bytes).await;
-        }
+        // Nothing was relayed: the relay's own Status, an upgrade, or an empty answer.
+        None => record.append().await,
     }
     response
 }
@@ -411,14 +398,13 @@ async fn forward(
         ),
         (
             "x-request-id",
-            ours(crate::api::error::current_request_id()),
+            ours(crate::api::error::current_request_id()).map(never_indexed),
         ),
     ] {
         if let Some(v) = value {
             headers.insert(HeaderName::from_static(name), v);
         }
     }
-    never_indexed(&mut headers, "x-request-id");
     let query = parts
         .uri
         .query()
@@ -462,7 +448,7 @@ async fn forward(
     let answer = tokio::select! {
         answer = tokio::time::timeout(RESPONSE_TIMEOUT, sent) => answer,
         _ = guard.token.cancelled() => {
-            if state.shutdown.is_triggered() {
+            if guard.shutting_down() {
                 return Err(status(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "ServiceUnavailable",
@@ -526,10 +512,9 @@ async fn forward(
 /// as a literal that is never indexed: indexing it would only push the values that do repeat
 /// (the user, the access level, the client's headers) out of the connection's header table,
 /// and each of those would then be sent, and Huffman-coded, in full again.
-fn never_indexed(headers: &mut HeaderMap, name: &'static str) {
-    if let Some(v) = headers.get_mut(name) {
-        v.set_sensitive(true);
-    }
+fn never_indexed(mut value: HeaderValue) -> HeaderValue {
+    value.set_sensitive(true);
+    value
 }
 
 /// Copies bytes both ways between the client's upgraded connection and the tunnel stream

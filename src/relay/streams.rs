@@ -35,6 +35,14 @@ pub struct StreamGuard {
     pub token: CancellationToken,
 }
 
+impl StreamGuard {
+    /// Whether the server is shutting down, which ends lasting streams (rather than a
+    /// change of the user's access).
+    pub fn shutting_down(&self) -> bool {
+        self.streams.closing.load(Ordering::Relaxed)
+    }
+}
+
 impl Drop for StreamGuard {
     fn drop(&mut self) {
         self.streams.lock().remove(&self.id);

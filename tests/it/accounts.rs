@@ -254,7 +254,6 @@ async fn unused_accounts_are_swept_and_a_restarted_agent_adopts_the_others() {
     assert_eq!(restarted.accounts.users(), vec![fresh]);
     restarted.accounts.sweep(Duration::from_secs(3600)).await;
     assert!(s.has_account(&account_name("fresh", fresh)).await);
-    s.sim.clear_requests();
     restarted
         .accounts
         .token(fresh, "fresh", &namespace_admin(&["team-b"]))

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use crate::agent::import;
-use crate::fixture::{ApiClient, ServerProcess, client_trusting, ztka};
+use crate::fixture::{ApiClient, ServerProcess, client_trusting, get, ztka};
 
 /// Every test user's password.
 const PASSWORD: &str = "a long enough password";
@@ -300,6 +300,12 @@ async fn kubectl_versions_work_through_ztka_as_the_users_service_account() {
         bins.len() >= 3,
         "kubectl 1.32, 1.33 and 1.27 are all expected: {bins:?}"
     );
+    for version in ["1.27", "1.32", "1.33"] {
+        assert!(
+            bins.iter().any(|b| b.to_string_lossy().ends_with(version)),
+            "kubectl {version} is expected by name: {bins:?}"
+        );
+    }
     for (i, bin) in bins.iter().enumerate() {
         let out = ok(bin, &kc, &["get", "pods", "-n", "default"], None).await;
         assert!(out.contains("box"), "{out}");
@@ -1255,14 +1261,7 @@ async fn kube_events_carry_the_bytes_sent_and_the_whole_duration() {
         "/k8s/prod/api/v1/namespaces/default/pods",
         "/k8s/prod/api/v1/namespaces/default/pods?watch=true&timeoutSeconds=1",
     ] {
-        let res = client
-            .send(
-                hyper::Request::get(env.server.url(path))
-                    .body(Full::new(Bytes::new()))
-                    .unwrap(),
-            )
-            .await
-            .unwrap();
+        let res = client.send(get(&env.server.url(path))).await.unwrap();
         assert_eq!(res.status(), 200, "{path}");
         let id = res.headers()["x-request-id"].to_str().unwrap().to_owned();
         sent.push((
@@ -1328,7 +1327,7 @@ async fn kube_events_carry_the_bytes_sent_and_the_whole_duration() {
     for e in &ended {
         let start = find(e["request_id"].as_str().unwrap(), "kube.request");
         assert_eq!(start["outcome"], "pending", "{start}");
-        assert!(start["seq"].as_u64() < e["seq"].as_u64());
+        assert!(start["seq"].as_u64().unwrap() < e["seq"].as_u64().unwrap());
     }
     let why = |e: &&Value| e["details"]["ended"].as_str().unwrap_or("").to_owned();
     let walked_away = ended

@@ -1,4 +1,5 @@
 import { api, seg, type KubeconfigCertificate, type Page } from "./api";
+import { absolute } from "./format";
 import { Badge, Button, Card, Loader, TableWrap, Time, attempt, useConfirm, useLoad } from "./ui";
 
 /**
@@ -68,7 +69,7 @@ export function Certificates({ base, owner, canRevoke }: { base: string; owner: 
                             small
                             variant="ghost"
                             onClick={() => revoke(c)}
-                            aria-label={`Revoke the kubeconfig downloaded ${new Date(c.issued_at).toLocaleString()}`}
+                            aria-label={`Revoke the kubeconfig downloaded ${absolute(c.issued_at)}`}
                           >
                             Revoke
                           </Button>

@@ -7,7 +7,8 @@
 #
 # Usage: benches/relay.sh            (builds release binaries first)
 # Env:   DURATION (seconds per run, default 4), ROUNDS (rounds per client count, default 3),
-#        WATCHES (default 5000), SERVER_THREADS and AGENT_THREADS (see below), PROFILE=DIR
+#        WATCHES (default 5000), SERVER_THREADS and AGENT_THREADS (see below), BUSY_POLL_US
+#        (`--busy-poll-us` of server and agent; default theirs, 300), PROFILE=DIR
 #        (perf profiles of server and agent under PROFILE_CLIENTS clients, default 64,
 #        instead; build with symbols, e.g.
 #        CARGO_PROFILE_RELEASE_STRIP=false CARGO_PROFILE_RELEASE_DEBUG=line-tables-only
@@ -43,6 +44,10 @@ url="https://localhost:$port"
 server_threads=() agent_threads=()
 [ -n "${SERVER_THREADS:-}" ] && server_threads=(--threads "$SERVER_THREADS")
 [ -n "${AGENT_THREADS:-}" ] && agent_threads=(--threads "$AGENT_THREADS")
+if [ -n "${BUSY_POLL_US:-}" ]; then
+  server_threads+=(--busy-poll-us "$BUSY_POLL_US")
+  agent_threads+=(--busy-poll-us "$BUSY_POLL_US")
+fi
 ZTKA_INITIAL_ADMIN_PASSWORD="benchmark-initial-pw" ZTKA_LOG=warn \
   "$bin/ztka" serve --data-dir "$tmp/data" --listen "127.0.0.1:$port" --external-url "$url" "${server_threads[@]}" >"$tmp/ztka.out" 2>&1 &
 ztka_pid=$!

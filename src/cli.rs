@@ -101,6 +101,12 @@ pub struct ServeArgs {
     /// Runtime worker threads (default: one per CPU core).
     #[arg(long, env = "ZTKA_THREADS", value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub threads: Option<u16>,
+
+    /// Microseconds a runtime worker keeps polling for I/O after relayed traffic instead of
+    /// sleeping (default 300; 0 turns it off; off by default under a cgroup CPU quota).
+    /// Spends CPU time to spare each request the wake-up of an idle (virtual) CPU.
+    #[arg(long, env = "ZTKA_BUSY_POLL_US", value_name = "MICROSECONDS", value_parser = clap::value_parser!(u64).range(0..=10_000))]
+    pub busy_poll_us: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Args)]
@@ -144,6 +150,12 @@ pub struct AgentArgs {
     /// wake-ups between threads. Raise it for many busy exec or port-forward streams.
     #[arg(long, env = "ZTKA_THREADS", value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub threads: Option<u16>,
+
+    /// Microseconds a runtime worker keeps polling for I/O after relayed traffic instead of
+    /// sleeping (default 300; 0 turns it off; off by default under a cgroup CPU quota).
+    /// Spends CPU time to spare each request the wake-up of an idle (virtual) CPU.
+    #[arg(long, env = "ZTKA_BUSY_POLL_US", value_name = "MICROSECONDS", value_parser = clap::value_parser!(u64).range(0..=10_000))]
+    pub busy_poll_us: Option<u64>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -175,6 +175,8 @@ pub struct FileServer {
     pub handshake_timeout_secs: Option<u64>,
     /// Runtime worker threads; read before the runtime starts (see `main`).
     pub threads: Option<u16>,
+    /// Microseconds of busy polling after relayed traffic (see `busy_poll`).
+    pub busy_poll_us: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -283,6 +285,8 @@ pub struct ServeConfig {
     pub handshake_timeout: Duration,
     pub audit: AuditOptions,
     pub agents: AgentOptions,
+    /// Busy polling after relayed traffic, in microseconds; `None` for the default.
+    pub busy_poll_us: Option<u64>,
 }
 
 impl ServeConfig {
@@ -349,6 +353,18 @@ impl ServeConfig {
             ),
             audit: file.audit.options(),
             agents: file.agents.options(args.agent_image.as_deref())?,
+            busy_poll_us: match args.busy_poll_us.or(file.server.busy_poll_us) {
+                Some(us) if us > crate::busy_poll::MAX_WINDOW_US => {
+                    return Err(ConfigError::Invalid {
+                        key: "server.busy_poll_us",
+                        message: format!(
+                            "{us} is more than {} microseconds",
+                            crate::busy_poll::MAX_WINDOW_US
+                        ),
+                    });
+                }
+                us => us,
+            },
         })
     }
 }
@@ -440,6 +456,26 @@ mod tests {
         assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
         assert_eq!(c.external_url.url, DEFAULT_EXTERNAL_URL);
         assert_eq!(c.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
+    }
+
+    #[test]
+    fn busy_polling_comes_from_the_flag_then_the_file_and_is_bounded() {
+        let file: FileConfig = toml::from_str("[server]\nbusy_poll_us = 0\n").unwrap();
+        let mut args = ServeArgs::default();
+        assert_eq!(
+            ServeConfig::resolve(&file, &args).unwrap().busy_poll_us,
+            Some(0)
+        );
+        args.busy_poll_us = Some(500);
+        assert_eq!(
+            ServeConfig::resolve(&file, &args).unwrap().busy_poll_us,
+            Some(500)
+        );
+        let default = ServeConfig::resolve(&FileConfig::default(), &ServeArgs::default());
+        assert_eq!(default.unwrap().busy_poll_us, None);
+        let long: FileConfig = toml::from_str("[server]\nbusy_poll_us = 20000\n").unwrap();
+        let err = ServeConfig::resolve(&long, &ServeArgs::default()).unwrap_err();
+        assert!(err.to_string().contains("server.busy_poll_us"), "{err}");
     }
 
     #[test]

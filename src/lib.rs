@@ -7,6 +7,7 @@ pub mod audit;
 pub mod authn;
 pub mod authz;
 pub mod backup;
+pub mod busy_poll;
 pub mod cli;
 pub mod client;
 pub mod config;

@@ -209,6 +209,13 @@ async fn dispatch(command: Command, file: FileConfig) -> ExitCode {
                     Some(n) => println!("threads = {n}"),
                     None => println!("threads = {} (one per core)", available_cores()),
                 }
+                match config.busy_poll_us {
+                    Some(us) => println!("busy_poll_us = {us}"),
+                    None => match ztka::busy_poll::default_window().as_micros() {
+                        0 => println!("busy_poll_us = 0 (off under this process's CPU quota)"),
+                        us => println!("busy_poll_us = {us} (default)"),
+                    },
+                }
                 match config.audit.retention_max_age {
                     Some(age) => println!("audit.retention_days = {}", age.as_secs() / 86_400),
                     None => println!("audit.retention_days = 0 (keep forever)"),

@@ -112,6 +112,7 @@ impl Server {
             revoked_serials: Arc::new(crate::relay::streams::RevokedSerials::new(revoked_serials)),
             sso: Arc::default(),
             relay_lookups: Arc::default(),
+            busy_poll: crate::busy_poll::BusyPoll::configured(config.busy_poll_us),
             store,
             audit,
             pki: Arc::new(pki),
@@ -125,6 +126,7 @@ impl Server {
             handshake_timeout: config.handshake_timeout,
         };
         let task = tokio::spawn(server.run(shutdown.clone()));
+        state.busy_poll.spawn(shutdown.token());
         // On the shutdown tracker: a drain waits for an expiry being recorded.
         shutdown.spawn(crate::relay::expire_grants(state.clone()));
         // Online backups (`ztka admin backup` while this server holds the database).

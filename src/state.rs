@@ -49,6 +49,8 @@ pub struct Parts {
     pub relay_lookups: Arc<crate::relay::lookups::Lookups>,
     /// Single sign-on: sign-ins in progress and the providers' discovered keys.
     pub sso: Arc<crate::sso::Sso>,
+    /// Keeps a worker polling while relayed requests come and go.
+    pub busy_poll: crate::busy_poll::BusyPoll,
 }
 
 impl Parts {

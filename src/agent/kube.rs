@@ -16,6 +16,8 @@ pub struct Cluster {
     /// Where user requests go, with their own tokens.
     pub upstream: super::upstream::Upstream,
     pub accounts: super::accounts::Accounts,
+    /// Keeps a worker polling while relayed requests come and go.
+    pub busy_poll: crate::busy_poll::BusyPoll,
     version: Mutex<Option<(Instant, String)>>,
     /// Seconds an unused service account is kept (the server's setting, sent with requests).
     sa_ttl_secs: std::sync::atomic::AtomicU64,
@@ -23,7 +25,10 @@ pub struct Cluster {
 
 impl Cluster {
     /// In-cluster configuration, or the given kubeconfig file, or `KUBECONFIG`/`~/.kube/config`.
-    pub async fn connect(kubeconfig: Option<&Path>) -> Result<Self, AgentError> {
+    pub async fn connect(
+        kubeconfig: Option<&Path>,
+        busy_poll: crate::busy_poll::BusyPoll,
+    ) -> Result<Self, AgentError> {
         let config = match kubeconfig {
             Some(path) => {
                 let file = kube::config::Kubeconfig::read_from(path).map_err(|e| {
@@ -46,6 +51,7 @@ impl Cluster {
         Ok(Self {
             upstream,
             accounts,
+            busy_poll,
             client,
             config,
             version: Mutex::new(None),

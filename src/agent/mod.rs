@@ -62,6 +62,8 @@ pub struct AgentConfig {
     pub state: StateLocation,
     pub kubeconfig: Option<PathBuf>,
     pub health_listen: Option<SocketAddr>,
+    /// Busy polling after relayed traffic, in microseconds; `None` for the default.
+    pub busy_poll_us: Option<u64>,
 }
 
 impl AgentConfig {
@@ -95,6 +97,7 @@ impl AgentConfig {
             state,
             kubeconfig: args.kubeconfig.clone(),
             health_listen: args.health_listen,
+            busy_poll_us: args.busy_poll_us,
         })
     }
 }
@@ -166,7 +169,9 @@ pub async fn run(config: AgentConfig, stop: CancellationToken) -> Result<(), Age
         ));
     }
     let roots = server_roots(config.server_ca.as_deref())?;
-    let kube = kube::Cluster::connect(config.kubeconfig.as_deref()).await?;
+    let busy_poll = crate::busy_poll::BusyPoll::configured(config.busy_poll_us);
+    busy_poll.spawn(stop.clone());
+    let kube = kube::Cluster::connect(config.kubeconfig.as_deref(), busy_poll).await?;
     let store = match &config.state {
         StateLocation::Dir(dir) => IdentityStore::File(dir.join(identity::IDENTITY_FILE)),
         StateLocation::InCluster => IdentityStore::Secret {

@@ -92,6 +92,7 @@ pub async fn kube_request(cluster: &Cluster, req: Request<Incoming>) -> Response
     };
     let Some(protocol) = upgrade else {
         let client = &cluster.upstream.client;
+        let awaiting = cluster.busy_poll.request();
         let mut answer = client.request(out.map(|()| Body::new(body))).await;
         // The API server no longer takes the cached token: its service account was deleted
         // or replaced behind the agent's back, or the token revoked. A fresh account and
@@ -111,6 +112,7 @@ pub async fn kube_request(cluster: &Cluster, req: Request<Incoming>) -> Response
                 answer = client.request(again.map(|()| Body::empty())).await;
             }
         }
+        drop(awaiting);
         return match answer {
             Ok(res) => {
                 let (mut p, b) = res.into_parts();

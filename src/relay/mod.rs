@@ -185,10 +185,12 @@ async fn handle(State(state): State<AppState>, req: Request) -> Response {
         }
         event.action = "kube.response".into();
     }
+    let awaiting = state.busy_poll.request();
     let (mut response, answer) = match forward(&state, &authorized, req, api_path, guard).await {
         Ok(pair) => pair,
         Err(res) => (res, None),
     };
+    drop(awaiting);
     let code = response.status();
     // A server sends no body for these (a Content-Length names the resource's), and would
     // not read one to its end; nor does it read an empty one.

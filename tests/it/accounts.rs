@@ -66,7 +66,9 @@ async fn setup() -> Setup {
 
 impl Setup {
     async fn agent(&self) -> Cluster {
-        Cluster::connect(Some(&self.kubeconfig)).await.unwrap()
+        Cluster::connect(Some(&self.kubeconfig), Default::default())
+            .await
+            .unwrap()
     }
 
     /// (kind, namespace, name, role) of every binding labelled for `user`.

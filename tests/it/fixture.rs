@@ -190,6 +190,7 @@ impl InProcess {
             handshake_timeout: Duration::from_secs(5),
             audit: Default::default(),
             agents: Default::default(),
+            busy_poll_us: None,
         };
         tweak(&mut config);
         let server = ztka::serve::Server::start(config, ztka::shutdown::Shutdown::new())

@@ -4,7 +4,7 @@
 //! A relayed request crosses processes six times (kubectl → server → agent → API server →
 //! agent → server → kubectl); each crossing wakes the process it reaches. On a virtual
 //! machine, waking a process on an idle vCPU costs the hypervisor's exit from halt, tens of
-//! microseconds — more than the relay's own work at one client. Keeping the vCPU busy for a
+//! microseconds — about as much as the relay's own work per hop. Keeping the vCPU busy for a
 //! moment after each request turns those into plain context switches: the answer, or the
 //! next request, finds the process still running.
 //!
@@ -12,8 +12,8 @@
 //! answer comes back, and ends `window` after the last of these: an idle server or agent
 //! does not spin. Nor does a busy one: with more than one request awaiting its answer, the
 //! answers wake the process often enough, and the spin would only take CPU time from the
-//! work. Each turn of the loop yields the thread to the kernel (`sched_yield`), so any
-//! other process on the same vCPU runs at once rather than at the next scheduler tick, and
+//! work. Each turn of the loop yields the thread to the kernel (`sched_yield`), so a process
+//! woken onto the same vCPU runs at once instead of waiting for the spinning thread, and
 //! then yields the worker to the runtime, which polls for I/O before running the loop again.
 //!
 //! Spinning spends CPU time, so a process whose cgroup has a CPU quota (`cpu.max`, or

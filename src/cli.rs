@@ -102,9 +102,10 @@ pub struct ServeArgs {
     #[arg(long, env = "ZTKA_THREADS", value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub threads: Option<u16>,
 
-    /// Microseconds a runtime worker keeps polling for I/O after relayed traffic instead of
-    /// sleeping (default 300; 0 turns it off; off by default under a cgroup CPU quota).
-    /// Spends CPU time to spare each request the wake-up of an idle (virtual) CPU.
+    /// Microseconds a runtime worker stays busy after each relayed request and answer,
+    /// while at most one request awaits its answer (default 300, at most 10000; 0 turns it
+    /// off; off by default under a CPU quota). Spends CPU time to spare each request the
+    /// wake-ups of idle (virtual) CPUs.
     #[arg(long, env = "ZTKA_BUSY_POLL_US", value_name = "MICROSECONDS", value_parser = clap::value_parser!(u64).range(0..=10_000))]
     pub busy_poll_us: Option<u64>,
 }
@@ -151,9 +152,10 @@ pub struct AgentArgs {
     #[arg(long, env = "ZTKA_THREADS", value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub threads: Option<u16>,
 
-    /// Microseconds a runtime worker keeps polling for I/O after relayed traffic instead of
-    /// sleeping (default 300; 0 turns it off; off by default under a cgroup CPU quota).
-    /// Spends CPU time to spare each request the wake-up of an idle (virtual) CPU.
+    /// Microseconds a runtime worker stays busy after each relayed request and answer,
+    /// while at most one request awaits its answer (default 300, at most 10000; 0 turns it
+    /// off; off by default under a CPU quota). Spends CPU time to spare each request the
+    /// wake-ups of idle (virtual) CPUs.
     #[arg(long, env = "ZTKA_BUSY_POLL_US", value_name = "MICROSECONDS", value_parser = clap::value_parser!(u64).range(0..=10_000))]
     pub busy_poll_us: Option<u64>,
 }

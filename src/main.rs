@@ -211,10 +211,10 @@ async fn dispatch(command: Command, file: FileConfig) -> ExitCode {
                 }
                 match config.busy_poll_us {
                     Some(us) => println!("busy_poll_us = {us}"),
-                    None => match ztka::busy_poll::default_window().as_micros() {
-                        0 => println!("busy_poll_us = 0 (off under this process's CPU quota)"),
-                        us => println!("busy_poll_us = {us} (default)"),
-                    },
+                    None => println!(
+                        "busy_poll_us = {} (default; off when the server has a CPU quota)",
+                        ztka::busy_poll::DEFAULT_WINDOW.as_micros()
+                    ),
                 }
                 match config.audit.retention_max_age {
                     Some(age) => println!("audit.retention_days = {}", age.as_secs() / 86_400),

@@ -944,3 +944,73 @@ async fn clusters_api_validates_updates_and_checks_permissions() {
     let (s, b) = outsider.get(clusters).await;
     assert_eq!(s, 404, "a project the caller cannot see is not found: {b}");
 }
+
+/// Relayed requests start the server's busy polling: its loop turns after kubectl's
+/// requests (and not before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relayed_requests_start_the_servers_busy_polling() {
+    let sim = kubesim::KubeSim::start(Default::default()).await.unwrap();
+    let server = InProcess::start_with(|c| c.busy_poll_us = Some(10_000)).await;
+    let ca = server.server.state.config.data_dir.join("ca.crt");
+    let mut api = server.admin().await;
+    let boot = import(&mut api, "team", "spin").await;
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("manifest.yaml");
+    std::fs::write(&manifest, boot["manifest"].as_str().unwrap()).unwrap();
+    let applied = tokio::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(sim.kubeconfig_path())
+        .arg("apply")
+        .arg("-f")
+        .arg(&manifest)
+        .output()
+        .await
+        .unwrap();
+    assert!(applied.status.success(), "{applied:?}");
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, boot["token"].as_str().unwrap()).unwrap();
+    let health = format!("127.0.0.1:{}", crate::fixture::free_port());
+    let mut agent = spawn_agent(
+        &server.base(),
+        &ca,
+        &token_file,
+        &dir.path().join("agent-state"),
+        sim.kubeconfig_path(),
+        &health,
+    );
+    let path = "/api/v1/projects/team/clusters/spin";
+    wait_for_cluster(&mut api, path, Duration::from_secs(20), |b| {
+        b["status"]["state"] == "online"
+    })
+    .await;
+    let busy = &server.server.state.busy_poll;
+    assert_eq!(busy.window(), Duration::from_millis(10));
+    assert_eq!(busy.turns(), 0, "no relayed request yet");
+
+    let (s, b) = api.get("/api/v1/kubeconfig").await;
+    assert_eq!(s, 200, "{b}");
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, b.as_str().unwrap()).unwrap();
+    let relay = format!("{}/k8s/spin", server.base());
+    // On a loaded machine the loop may first run after a window has passed: a few tries.
+    for _ in 0..20 {
+        let out = tokio::process::Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .args(["--server", &relay, "get", "namespaces", "-o", "name"])
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if busy.turns() > 0 {
+            break;
+        }
+    }
+    assert!(busy.turns() > 0, "the relay never started busy polling");
+    let _ = agent.kill();
+    let _ = agent.wait();
+}

@@ -686,8 +686,8 @@ async function main() {
         log(`kubectl: ${r.stdout.trim().split("\n").join(" ")}`);
         await shot(alice, "kubeconfig-alice");
 
-        // The download's certificate is listed; revoking it (a lost laptop) stops the file.
-        await alice.reload();
+        // The download's certificate is listed (without reloading the page); revoking it (a
+        // lost laptop) stops the file.
         const certs = alice.getByRole("region", { name: "Kubeconfig certificates" });
         await certs.getByText("active").first().waitFor();
         const rows = await certs.getByRole("row").count();

@@ -1,3 +1,4 @@
+import { useEffect } from "preact/hooks";
 import { api, seg, type KubeconfigCertificate, type Page } from "./api";
 import { absolute } from "./format";
 import { Badge, Button, Card, Loader, TableWrap, Time, attempt, useConfirm, useLoad } from "./ui";
@@ -5,10 +6,28 @@ import { Badge, Button, Card, Loader, TableWrap, Time, attempt, useConfirm, useL
 /**
  * The unexpired certificates of a user's kubeconfig downloads, each revocable on its own (a
  * lost laptop) without touching the others. `base` is the API path of the list; revoking
- * posts to `base/{serial}/revoke` when `canRevoke`.
+ * posts to `base/{serial}/revoke` when `canRevoke`. A change of `downloads` (a download
+ * started on the page) reads the list again once the server has had a moment to issue the
+ * certificate; the list is also read again every 15 s while the page is visible.
  */
-export function Certificates({ base, owner, canRevoke }: { base: string; owner: string; canRevoke: boolean }) {
-  const certs = useLoad(() => api.get<Page<KubeconfigCertificate>>(base).then((p) => p.items), [base]);
+export function Certificates({
+  base,
+  owner,
+  canRevoke,
+  downloads = 0,
+}: {
+  base: string;
+  owner: string;
+  canRevoke: boolean;
+  downloads?: number;
+}) {
+  const certs = useLoad(() => api.get<Page<KubeconfigCertificate>>(base).then((p) => p.items), [base], 15000);
+  const { reload } = certs;
+  useEffect(() => {
+    if (downloads === 0) return;
+    const id = window.setTimeout(reload, 1000);
+    return () => window.clearTimeout(id);
+  }, [downloads, reload]);
   const [confirm, ask] = useConfirm();
   const revoke = async (c: KubeconfigCertificate) => {
     const ok = await ask({

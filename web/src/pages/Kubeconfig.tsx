@@ -1,3 +1,4 @@
+import { useState } from "preact/hooks";
 import { kubeconfigUrl, seg } from "../api";
 import { Certificates } from "../certificates";
 import { ClusterState, clustersByProject, isMissingRoute } from "../clusters";
@@ -9,13 +10,16 @@ import { Card, Empty, Loader, PageHeader, TableWrap, Time, useLoad } from "../ui
 export function Kubeconfig() {
   const { me } = useSession();
   const data = useLoad(clustersByProject, [], 10000);
+  // Each download issues a certificate, which the list below then shows.
+  const [downloads, setDownloads] = useState(0);
+  const downloaded = () => setDownloads((n) => n + 1);
   return (
     <>
       <PageHeader
         title="My kubeconfig"
         subtitle="A kubeconfig with your own client certificate, for kubectl, Helm, k9s and anything else that reads one."
         actions={
-          <a class="btn primary" href={kubeconfigUrl()} download>
+          <a class="btn primary" href={kubeconfigUrl()} download onClick={downloaded}>
             <Icon name="download" /> Download for all clusters
           </a>
         }
@@ -78,6 +82,7 @@ export function Kubeconfig() {
                         class="btn small"
                         href={kubeconfigUrl(c.name)}
                         download
+                        onClick={downloaded}
                         aria-label={`Download kubeconfig for ${c.name}`}
                       >
                         <Icon name="download" /> Download
@@ -90,7 +95,7 @@ export function Kubeconfig() {
           );
         }}
       </Loader>
-      <Certificates base="/kubeconfig/certificates" owner={me.user.name} canRevoke />
+      <Certificates base="/kubeconfig/certificates" owner={me.user.name} canRevoke downloads={downloads} />
     </>
   );
 }

@@ -10,9 +10,9 @@
 //!
 //! The window starts again when a request is sent on ([`BusyPoll::request`]) and when its
 //! answer comes back, and ends `window` after the last of these: an idle server or agent
-//! does not spin. Nor does a busy one: with more than one request awaiting its answer, the
-//! answers wake the process often enough, and the spin would only take CPU time from the
-//! work. Each turn of the loop yields the thread to the kernel (`sched_yield`), so a process
+//! does not spin. Nor does a busy one: with more than [`MAX_AWAITING`] requests awaiting
+//! their answers, the answers wake the process often enough, and the spin would only take
+//! CPU time from the work. Each turn of the loop yields the thread to the kernel (`sched_yield`), so a process
 //! woken onto the same vCPU gets it at once instead of waiting for the spinning thread, and
 //! then yields the worker to the runtime, which runs its other tasks (and, when this
 //! worker holds the I/O driver, polls it) before running the loop again.
@@ -35,8 +35,10 @@ pub const DEFAULT_WINDOW: Duration = Duration::from_micros(300);
 /// The longest window accepted (`--busy-poll-us`).
 pub const MAX_WINDOW_US: u64 = 10_000;
 
-/// The most requests awaiting answers at which the loop spins.
-const MAX_AWAITING: u64 = 1;
+/// The most requests awaiting answers at which the loop spins. (On 2 vCPUs, with a limit of
+/// one, 4 clients seldom let the loop spin and got ~88 % of `kubectl proxy`'s requests/s,
+/// against ~100 % with four; at 16 clients the loop seldom runs with either.)
+pub const MAX_AWAITING: u64 = 4;
 
 /// A handle to the busy-poll loop; cheap to clone. Disabled, it does nothing.
 #[derive(Clone, Default)]
@@ -260,33 +262,37 @@ mod tests {
     }
 
     #[test]
-    fn the_loop_spins_within_the_window_while_at_most_one_request_awaits() {
+    fn the_loop_spins_within_the_window_while_few_requests_await() {
         let window = Duration::from_micros(300);
         assert!(should_spin(Duration::ZERO, 0, window));
-        assert!(should_spin(window, 1, window));
+        assert!(should_spin(window, MAX_AWAITING, window));
         assert!(!should_spin(window + Duration::from_nanos(1), 0, window));
-        assert!(!should_spin(Duration::ZERO, 2, window));
+        assert!(!should_spin(Duration::ZERO, MAX_AWAITING + 1, window));
     }
 
     /// The window is long, so the loop stops only for the reason each step gives it.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn the_loop_runs_with_one_request_awaiting_and_not_with_two() {
+    async fn the_loop_runs_with_few_requests_awaiting_and_not_with_more() {
         let poll = BusyPoll::new(Duration::from_secs(60));
         let stop = CancellationToken::new();
         poll.spawn(stop.clone());
         tokio::time::sleep(Duration::from_millis(30)).await;
         assert_eq!(poll.turns(), 0, "no traffic, no spinning");
 
-        let a = poll.request();
+        let few: Vec<_> = (0..MAX_AWAITING).map(|_| poll.request()).collect();
         until(|| poll.spinning() && poll.turns() > 0).await;
-        let b = poll.request();
+        let one_more = poll.request();
         until(|| !poll.spinning()).await;
         let busy = poll.turns();
         tokio::time::sleep(Duration::from_millis(30)).await;
-        assert_eq!(poll.turns(), busy, "two requests awaiting: no spinning");
-        drop(b);
+        assert_eq!(
+            poll.turns(),
+            busy,
+            "too many requests awaiting: no spinning"
+        );
+        drop(one_more);
         until(|| poll.turns() > busy).await;
-        drop(a);
+        drop(few);
         assert!(poll.spinning(), "answered: the window starts again");
         stop.cancel();
         until(|| !poll.spinning()).await;

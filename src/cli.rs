@@ -103,7 +103,7 @@ pub struct ServeArgs {
     pub threads: Option<u16>,
 
     /// Microseconds a runtime worker stays busy after each relayed request and answer,
-    /// while at most one request awaits its answer (default 300, at most 10000; 0 turns it
+    /// while at most four requests await answers (default 300, at most 10000; 0 turns it
     /// off; off by default under a CPU quota). Spends CPU time to spare each request the
     /// wake-ups of idle (virtual) CPUs.
     #[arg(long, env = "ZTKA_BUSY_POLL_US", value_name = "MICROSECONDS", value_parser = clap::value_parser!(u64).range(0..=10_000))]
@@ -153,7 +153,7 @@ pub struct AgentArgs {
     pub threads: Option<u16>,
 
     /// Microseconds a runtime worker stays busy after each relayed request and answer,
-    /// while at most one request awaits its answer (default 300, at most 10000; 0 turns it
+    /// while at most four requests await answers (default 300, at most 10000; 0 turns it
     /// off; off by default under a CPU quota). Spends CPU time to spare each request the
     /// wake-ups of idle (virtual) CPUs.
     #[arg(long, env = "ZTKA_BUSY_POLL_US", value_name = "MICROSECONDS", value_parser = clap::value_parser!(u64).range(0..=10_000))]

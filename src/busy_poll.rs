@@ -204,7 +204,8 @@ pub fn default_window() -> Duration {
 /// Whether this process runs under a CPU quota: its own cgroup's `cpu.max` (cgroup v2: a
 /// systemd service's `CPUQuota=`, a container with its own cgroup namespace), or fewer
 /// CPUs available to it than its affinity allows, which the standard library works out
-/// from the quotas of cgroup v1 and v2 and of the cgroups above.
+/// from the quotas of cgroup v1 and v2 and of the cgroups above. (That count rounds down
+/// to at least one CPU, so on a one-CPU machine only `cpu.max` shows a quota of half a CPU.)
 fn has_cpu_quota() -> bool {
     let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
     if own_cpu_max(&own, Path::new("/sys/fs/cgroup")).is_some() {
@@ -261,6 +262,16 @@ mod tests {
         }
     }
 
+    /// Waits for the loop to stop, checks that it does not turn again for a while, and
+    /// returns its turns.
+    async fn stays_asleep(poll: &BusyPoll, why: &str) -> u64 {
+        until(|| !poll.spinning()).await;
+        let turns = poll.turns();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(poll.turns(), turns, "{why}");
+        turns
+    }
+
     #[test]
     fn the_loop_spins_within_the_window_while_few_requests_await() {
         let window = Duration::from_micros(300);
@@ -282,14 +293,7 @@ mod tests {
         let few: Vec<_> = (0..MAX_AWAITING).map(|_| poll.request()).collect();
         until(|| poll.spinning() && poll.turns() > 0).await;
         let one_more = poll.request();
-        until(|| !poll.spinning()).await;
-        let busy = poll.turns();
-        tokio::time::sleep(Duration::from_millis(30)).await;
-        assert_eq!(
-            poll.turns(),
-            busy,
-            "too many requests awaiting: no spinning"
-        );
+        let busy = stays_asleep(&poll, "too many requests awaiting: no spinning").await;
         drop(one_more);
         until(|| poll.turns() > busy).await;
         drop(few);
@@ -308,14 +312,7 @@ mod tests {
             poll.turns() > 0
         })
         .await;
-        until(|| !poll.spinning()).await;
-        let after = poll.turns();
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        assert_eq!(
-            poll.turns(),
-            after,
-            "no traffic after the window: no spinning"
-        );
+        stays_asleep(&poll, "no traffic after the window: no spinning").await;
     }
 
     #[tokio::test]
